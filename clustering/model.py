@@ -1,0 +1,597 @@
+"""DeepDPM as a scikit-learn style estimator, trained by a plain PyTorch loop.
+
+One epoch, top to bottom (see `_run_epoch`):
+  1. E-step targets r_ik from the previous epoch's GMM (batched Cholesky, one GEMM/chunk).
+  2. Mini-batches: the clustering net learns r~ by KL(r || r~); each sub-net learns a
+     2-way split of its cluster with the isotropic sub-cluster loss.
+  3. End of epoch: weighted-MAP M-step for clusters and sub-clusters from sufficient
+     statistics, then, on schedule, split proposals or merge proposals that change K and
+     grow/shrink the nets (optimiser state remapped, not reset).
+All tensors live on one device; X is moved there once.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clustering.config import DeepDPMConfig
+from clustering.kmeans import kmeans_plus_plus, nearest_centre, two_means_1d
+from clustering.metrics import evaluate
+from clustering.moves import propose_merges, propose_splits
+from clustering.nets import (ClusterNet, SubclusterNets, remap_cluster_net,
+                             remap_subcluster_nets)
+from clustering.niw import (GaussianScorer, NIWPrior, Stats, dirichlet_weights,
+                            grouped_stats, log_marginal_likelihood, map_params,
+                            weighted_stats)
+from clustering.validation import (check_array, check_config, check_labels, resolve_device)
+from data.errors import InputError
+
+EpochCallback = Callable[[dict[str, Any]], None]
+FORMAT = "deepdpm-v1"
+
+
+class InputTransform:
+    """Row-wise preprocessing fitted on the training data and reused by predict."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+        self.shift: Tensor | None = None  # centring used internally for float32 accuracy
+
+    def fit(self, x: Tensor) -> InputTransform:
+        if self.kind == "standardize":
+            self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-12)
+        self.shift = self._apply(x).mean(0)
+        return self
+
+    def _apply(self, x: Tensor) -> Tensor:
+        if self.kind == "normalize":
+            return F.normalize(x, dim=1)
+        if self.kind == "standardize":
+            return (x - self.mean) / self.std
+        return x
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self._apply(x) - self.shift
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mean": self.mean, "std": self.std, "shift": self.shift}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> InputTransform:
+        t = cls(state["kind"])
+        for name in ("mean", "std", "shift"):
+            value = state[name]
+            setattr(t, name, None if value is None else value.to(device))
+        return t
+
+
+class DeepDPM:
+    """Deep clustering with an unknown number of clusters (Ronen et al., CVPR 2022).
+
+    `DeepDPM(init_k=1).fit(X)` infers K; see `DeepDPMConfig` for every parameter.
+    """
+
+    def __init__(self, **params: Any):
+        valid = {f.name for f in fields(DeepDPMConfig)}
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise InputError(f"unknown parameter(s) {unknown}; valid: {sorted(valid)}")
+        self.config = DeepDPMConfig(**params)
+        self._fitted = False
+        self._train_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ sklearn API
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def set_params(self, **params: Any) -> DeepDPM:
+        merged = {**asdict(self.config), **params}
+        self.__init__(**merged)
+        return self
+
+    def fit(self, X: Any, y_eval: Any = None, *, init_means: Any = None,
+            on_epoch: EpochCallback | None = None, resume: bool = False) -> DeepDPM:
+        """Infer K and the clustering of X (N x D). `y_eval` is used for metrics only."""
+        cfg = self.config
+        x_np = check_array(X, "X")
+        n, dim = x_np.shape
+        check_config(cfg, n, dim)
+        y = check_labels(y_eval, n) if y_eval is not None else None
+        self.device_ = resolve_device(cfg.device)
+        x_raw = torch.as_tensor(x_np, device=self.device_)
+        if resume:
+            if self._train_state is None:
+                raise InputError("resume=True needs a model loaded with DeepDPM.load")
+            if self._train_state["dim"] != dim:
+                raise InputError(f"X has {dim} columns but the saved model was fitted on "
+                                 f"{self._train_state['dim']}")
+            self._restore_training(self._train_state)
+            x = self.transform_(x_raw)
+            self._prepare_resume_buffers(x)
+            start = self.epoch_ + 1
+        else:
+            self.transform_ = InputTransform(cfg.transform).fit(x_raw)
+            x = self.transform_(x_raw)
+            self._generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
+            self.prior_ = self._build_prior(x)
+            self._init_params(x, init_means)
+            self.history_: list[dict[str, Any]] = []
+            start = 0
+        del x_raw
+        y_codes = None if y is None else np.unique(y, return_inverse=True)[1]
+
+        epochs = range(start, cfg.max_epochs)
+        bar = None
+        if cfg.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(epochs, desc="DeepDPM", unit="epoch")
+            epochs = bar
+        t0 = time.perf_counter()
+        for epoch in epochs:
+            record = self._run_epoch(x, epoch)
+            record["seconds"] = time.perf_counter() - t0
+            z = self._resp.argmax(1)
+            sizes = torch.bincount(z, minlength=self.k_).cpu().numpy()
+            record["k_used"] = int((sizes > 0).sum())
+            if y_codes is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs - 1):
+                record.update({key: v for key, v in evaluate(y_codes, z.cpu().numpy()).items()
+                               if key != "k"})
+            self.history_.append(record)
+            self.epoch_ = epoch
+            if bar is not None:
+                bar.set_postfix(K=self.k_, loss=f"{record['cluster_loss']:.3g}",
+                                event=record["event"] or "-")
+            if on_epoch is not None:
+                on_epoch({**record, "sizes": sizes})
+        if bar is not None:
+            bar.close()
+        self._fitted = True
+        self._export(x)
+        if y_codes is not None:
+            self.metrics_ = evaluate(y_codes, self.labels_)
+        return self
+
+    def fit_predict(self, X: Any, y_eval: Any = None, **kwargs: Any) -> np.ndarray:
+        return self.fit(X, y_eval, **kwargs).labels_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Soft assignments of the clustering net, N x K float32."""
+        return torch.softmax(self._logits(X), dim=1).cpu().numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Hard cluster labels (argmax of the clustering net), int64."""
+        return self._logits(X).argmax(1).cpu().numpy().astype(np.int64)
+
+    # ------------------------------------------------------------------ set-up
+    def _build_prior(self, x: Tensor) -> NIWPrior:
+        cfg, dim = self.config, x.shape[1]
+        x64 = x.double()
+        if cfg.prior_sigma_choice == "isotropic":
+            psi = cfg.prior_sigma_scale * torch.eye(dim, dtype=torch.float64, device=x.device)
+        elif cfg.prior_sigma_choice == "data_std":
+            psi = cfg.prior_sigma_scale * torch.diag(x64.std(0).clamp_min(1e-12))
+        else:  # data_var: scale-free default, proportional to the data's average variance
+            psi = (cfg.prior_sigma_scale * x64.var(0).mean().clamp_min(1e-12)
+                   * torch.eye(dim, dtype=torch.float64, device=x.device))
+        m0 = torch.zeros(dim, dtype=torch.float64, device=x.device)  # x is centred on the mean
+        if cfg.prior_mu == "zero":
+            m0 = -self.transform_.shift.double()
+        nu = float(cfg.nu) if cfg.nu is not None else dim + 2.0
+        return NIWPrior(m0=m0, psi=psi, nu=nu, kappa=cfg.kappa)
+
+    def _init_params(self, x: Tensor, init_means: Any) -> None:
+        cfg, dim = self.config, x.shape[1]
+        if init_means is not None:
+            centres = check_array(init_means, "init_means")
+            if centres.shape[1] != dim:
+                raise InputError(f"init_means has {centres.shape[1]} columns, X has {dim}")
+            centres_t = self.transform_(torch.as_tensor(centres, device=x.device))
+            labels, _ = nearest_centre(x, centres_t)
+            k = centres.shape[0]
+        else:
+            k = cfg.init_k
+            sample = x
+            if x.shape[0] > 200_000:  # k-means on a subsample, as the authors do
+                pick = torch.randperm(x.shape[0], generator=self._generator, device=x.device)
+                sample = x[pick[:200_000]]
+            centres_t, _ = kmeans_plus_plus(sample, k, self._generator, cfg.kmeans_iters)
+            labels, _ = nearest_centre(x, centres_t)
+        self.k_ = k
+        stats = grouped_stats(x, labels, k)
+        self._mu, self._cov = map_params(stats, self.prior_)
+        self._pi = dirichlet_weights(stats.n, cfg.dirichlet_count)
+        self._soft_stats: Stats | None = stats
+        hidden = list(cfg.cluster_hidden) if cfg.cluster_hidden else [50]
+        self.cluster_net_ = ClusterNet(dim, k, hidden, self._generator, x.device)
+        self.sub_nets_ = SubclusterNets(dim, k, cfg.subcluster_hidden, self._generator, x.device)
+        self._opt_cluster = torch.optim.Adam(self.cluster_net_.parameters(), lr=cfg.cluster_lr)
+        self._opt_sub = torch.optim.Adam(self.sub_nets_.parameters(), lr=cfg.subcluster_lr)
+        self._resp = torch.zeros(x.shape[0], k, device=x.device)
+        self._resp[torch.arange(x.shape[0], device=x.device), labels] = 1
+        self._sub_resp = torch.full((x.shape[0], 2), 0.5, device=x.device)
+        self._sub_ready = False
+        self._last_move_epoch = -(10**9)
+        self._next_move = "split"
+        self.epoch_ = -1
+        if cfg.start_subclustering <= 0:
+            self._init_subclusters(x, labels, torch.ones(k, dtype=torch.bool, device=x.device))
+
+    # ------------------------------------------------------------------ one epoch
+    def _run_epoch(self, x: Tensor, epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        n = x.shape[0]
+        # 1. E-step targets from the parameters frozen at the end of the previous epoch
+        scorer = GaussianScorer(self._mu, self._cov, torch.log(self._pi), x.dtype)
+        log_targets = scorer.log_responsibilities(x)
+        sub_active = self._sub_ready and epoch >= cfg.start_subclustering
+        mu_sub = self._mu_sub.to(x.dtype) if sub_active else None
+        # 2. mini-batch training of both nets
+        self.cluster_net_.train()
+        loss_sum = torch.zeros((), device=x.device)
+        sub_loss_sum = torch.zeros((), device=x.device)
+        perm = torch.randperm(n, generator=self._generator, device=x.device)
+        n_batches = 0
+        for a in range(0, n, cfg.batch_size):
+            idx = perm[a:a + cfg.batch_size]
+            xb = x[idx]
+            logits = self.cluster_net_(xb)
+            loss = F.kl_div(F.log_softmax(logits, 1), log_targets[idx], reduction="batchmean",
+                            log_target=True)
+            self._opt_cluster.zero_grad(set_to_none=True)
+            loss.backward()
+            self._opt_cluster.step()
+            logits = logits.detach()
+            self._resp[idx] = torch.softmax(logits, 1)
+            loss_sum += loss.detach()
+            n_batches += 1
+            if sub_active:
+                zb = logits.argmax(1)
+                sub_prob = torch.softmax(self.sub_nets_(xb, zb), 1)
+                dist = (xb[:, None, :] - mu_sub[zb]).square().sum(-1)
+                sub_loss = (sub_prob * dist).sum(1).mean()
+                self._opt_sub.zero_grad(set_to_none=True)
+                sub_loss.backward()
+                self._opt_sub.step()
+                self._sub_resp[idx] = sub_prob.detach()
+                sub_loss_sum += sub_loss.detach()
+        if cfg.epoch_end_pass:
+            with torch.no_grad():
+                self._resp = torch.softmax(self._forward_chunks(x), 1)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "cluster_loss": float(loss_sum / n_batches),
+            "subcluster_loss": float(sub_loss_sum / n_batches) if sub_active else float("nan"),
+            "event": "", "splits_proposed": 0, "splits_accepted": 0,
+            "merges_proposed": 0, "merges_accepted": 0,
+        }
+        # 3. M-steps and split/merge moves
+        z = self._resp.argmax(1)
+        frozen = epoch - self._last_move_epoch <= cfg.freeze_after_step
+        if epoch >= cfg.start_m_step and not frozen:
+            self._m_step(x)
+            if self._sub_ready:
+                self._sub_m_step(x, z)
+        if not self._sub_ready and epoch + 1 >= cfg.start_subclustering:
+            self._init_subclusters(x, z, torch.ones(self.k_, dtype=torch.bool, device=x.device))
+        move = self._move_due(epoch, frozen)
+        if move == "split":
+            record.update(self._split(x, z))
+        elif move == "merge":
+            record.update(self._merge(x, z))
+        if move is not None:
+            record["event"] = move
+            self._last_move_epoch = epoch
+            self._next_move = "merge" if move == "split" else "split"
+        record["k"] = self.k_
+        return record
+
+    def _move_due(self, epoch: int, frozen: bool) -> str | None:
+        """Explicit schedule: alternate split/merge every `split_merge_every` epochs."""
+        cfg = self.config
+        if (not self._sub_ready or frozen or epoch < cfg.start_split_merge
+                or epoch >= cfg.max_epochs - cfg.stop_split_merge_before_end
+                or (epoch - cfg.start_split_merge) % cfg.split_merge_every != 0):
+            return None
+        allowed = [m for m in ("split", "merge") if getattr(cfg, m)]
+        if not allowed:
+            return None
+        if self._next_move in allowed:
+            return self._next_move
+        return allowed[0]
+
+    # ------------------------------------------------------------------ M-steps
+    def _m_step(self, x: Tensor) -> None:
+        stats = weighted_stats(x, self._resp)
+        self._soft_stats = stats
+        self._mu, self._cov = map_params(stats, self.prior_)
+        self._pi = dirichlet_weights(stats.n, self.config.dirichlet_count)
+
+    def _sub_stats(self, x: Tensor, z: Tensor) -> Stats:
+        k2 = 2 * self.k_
+        return (grouped_stats(x, 2 * z, k2, self._sub_resp[:, 0])
+                + grouped_stats(x, 2 * z + 1, k2, self._sub_resp[:, 1]))
+
+    def _set_sub_params(self, stats: Stats, mask: Tensor) -> None:
+        """Sub-cluster MAP parameters for the clusters in `mask` (weights within parent)."""
+        mu, cov = map_params(stats, self.prior_)
+        a = self.config.dirichlet_count
+        counts = stats.n.view(-1, 2)
+        pi = (counts + a) / (counts.sum(1, keepdim=True) + 2 * a)
+        dim = mu.shape[1]
+        m = mask[:, None]
+        self._mu_sub = torch.where(m[..., None], mu.view(-1, 2, dim), self._mu_sub)
+        self._cov_sub = torch.where(m[..., None, None], cov.view(-1, 2, dim, dim), self._cov_sub)
+        self._pi_sub = torch.where(m, pi, self._pi_sub)
+
+    def _sub_m_step(self, x: Tensor, z: Tensor) -> None:
+        self._set_sub_params(self._sub_stats(x, z), torch.ones_like(self._pi, dtype=torch.bool))
+        side = self._sub_resp.argmax(1)
+        hard = torch.bincount(2 * z + side, minlength=2 * self.k_).view(-1, 2)
+        degenerate = hard.min(1).values == 0  # one sub-cluster lost every point: re-seed it
+        if bool(degenerate.any()):
+            self._init_subclusters(x, z, degenerate)
+
+    def _init_subclusters(self, x: Tensor, z: Tensor, mask: Tensor) -> None:
+        """1-D 2-means along each cluster's principal axis (clusters in `mask`)."""
+        k, dim = self.k_, x.shape[1]
+        if not self._sub_ready:
+            self._mu_sub = self._mu[:, None, :].repeat(1, 2, 1)
+            self._cov_sub = self._cov[:, None].repeat(1, 2, 1, 1)
+            self._pi_sub = torch.full((k, 2), 0.5, dtype=torch.float64, device=x.device)
+        hard = grouped_stats(x, z, k)
+        mean, cov = map_params(hard, self.prior_)
+        axes = torch.linalg.eigh(cov)[1][..., -1]  # principal direction per cluster
+        side = two_means_1d(x, z, k, mean.to(x.dtype), axes.to(x.dtype))
+        stats = grouped_stats(x, 2 * z + side, 2 * k)
+        self._set_sub_params(stats, mask)
+        rows = mask[z]
+        self._sub_resp[rows] = F.one_hot(side[rows], 2).to(x.dtype)
+        self._sub_ready = True
+
+    # ------------------------------------------------------------------ moves
+    def _split(self, x: Tensor, z: Tensor) -> dict[str, int]:
+        cfg, k = self.config, self.k_
+        side = self._sub_resp.argmax(1)
+        sub_stats = grouped_stats(x, 2 * z + side, 2 * k)
+        accept, _ = propose_splits(sub_stats, self.prior_, cfg.alpha, cfg.split_min_size,
+                                   cfg.subcluster_min_size, self._generator)
+        split_idx = torch.nonzero(accept).squeeze(1)
+        n_split = int(split_idx.numel())
+        result = {"splits_proposed": k, "splits_accepted": n_split}
+        if n_split == 0:
+            return result
+        dev = x.device
+        k_new = k + n_split
+        source = torch.cat([torch.arange(k, device=dev), split_idx])
+        # child 0 replaces its parent in place; child 1 is appended at the end
+        mu = torch.cat([self._mu, self._mu_sub[split_idx, 1]])
+        mu[split_idx] = self._mu_sub[split_idx, 0]
+        cov = torch.cat([self._cov, self._cov_sub[split_idx, 1]])
+        cov[split_idx] = self._cov_sub[split_idx, 0]
+        pi = torch.cat([self._pi, self._pi[split_idx] * self._pi_sub[split_idx, 1]])
+        pi[split_idx] = self._pi[split_idx] * self._pi_sub[split_idx, 0]
+        child1 = torch.full((k,), -1, dtype=torch.long, device=dev)
+        child1[split_idx] = torch.arange(k, k_new, device=dev)
+        z_new = torch.where(accept[z] & (side == 1), child1[z], z)
+        fresh = torch.zeros(k_new, dtype=torch.bool, device=dev)
+        fresh[split_idx] = True
+        fresh[k:] = True
+        self._apply_surgery(x, source, fresh, mu, cov, pi / pi.sum(), z_new)
+        return result
+
+    def _merge(self, x: Tensor, z: Tensor) -> dict[str, int]:
+        cfg, k, dev = self.config, self.k_, x.device
+        hard = grouped_stats(x, z, k)
+        pairs, n_proposed = propose_merges(hard, self._mu.float(), self.prior_, cfg.alpha,
+                                           cfg.merge_neighbours, self._generator)
+        result = {"merges_proposed": n_proposed, "merges_accepted": len(pairs)}
+        if not pairs:
+            return result
+        pair_t = torch.as_tensor(pairs, device=dev)
+        first, second = pair_t[:, 0], pair_t[:, 1]
+        lp = log_marginal_likelihood(hard, self.prior_)
+        keep = torch.ones(k, dtype=torch.bool, device=dev)
+        keep[second] = False
+        # merged cluster: at the first member's slot, net rows from the likelier member
+        source_full = torch.arange(k, device=dev)
+        source_full[first] = torch.where(lp[first] >= lp[second], first, second)
+        soft = self._soft_stats if self._soft_stats is not None else hard
+        union = soft[first] + soft[second]
+        mu_m, cov_m = map_params(union, self.prior_)
+        mu, cov, pi = self._mu.clone(), self._cov.clone(), self._pi.clone()
+        mu[first], cov[first] = mu_m, cov_m
+        pi[first] = self._pi[first] + self._pi[second]
+        # the two old clusters become the merged cluster's sub-clusters
+        mu_sub, cov_sub, pi_sub = self._mu_sub.clone(), self._cov_sub.clone(), self._pi_sub.clone()
+        mu_sub[first, 0], mu_sub[first, 1] = self._mu[first], self._mu[second]
+        cov_sub[first, 0], cov_sub[first, 1] = self._cov[first], self._cov[second]
+        w = torch.stack([self._pi[first], self._pi[second]], 1)
+        pi_sub[first] = w / w.sum(1, keepdim=True)
+        self._mu_sub, self._cov_sub, self._pi_sub = mu_sub, cov_sub, pi_sub
+        target = torch.arange(k, device=dev)
+        target[second] = first
+        z_merged = target[z]
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        fresh_full = torch.zeros(k, dtype=torch.bool, device=dev)
+        fresh_full[first] = True
+        kept = torch.nonzero(keep).squeeze(1)
+        # sub-responsibilities of merged points: which old cluster they came from
+        merged_rows = fresh_full[z_merged]
+        self._sub_resp[merged_rows] = F.one_hot((z[merged_rows] != z_merged[merged_rows]).long(),
+                                                2).to(x.dtype)
+        self._apply_surgery(x, source_full[kept], fresh_full[kept], mu[kept], cov[kept],
+                            pi[kept], new_index[z_merged], keep_sub=kept)
+        return result
+
+    def _apply_surgery(self, x: Tensor, source: Tensor, fresh: Tensor, mu: Tensor, cov: Tensor,
+                       pi: Tensor, z_new: Tensor, keep_sub: Tensor | None = None) -> None:
+        """Install new GMM parameters for K_new clusters and re-index nets and buffers."""
+        k_new = source.shape[0]
+        remap_cluster_net(self.cluster_net_, self._opt_cluster, source)
+        remap_subcluster_nets(self.sub_nets_, self._opt_sub, source, fresh, self._generator)
+        if keep_sub is None:  # split: surviving clusters keep theirs, children get 2-means
+            self._mu_sub, self._cov_sub = self._mu_sub[source], self._cov_sub[source]
+            self._pi_sub = self._pi_sub[source]
+        else:  # merge: already arranged by the caller
+            self._mu_sub, self._cov_sub = self._mu_sub[keep_sub], self._cov_sub[keep_sub]
+            self._pi_sub = self._pi_sub[keep_sub]
+        self._mu, self._cov, self._pi = mu, cov, pi
+        self.k_ = k_new
+        self._soft_stats = None
+        self._resp = F.one_hot(z_new, k_new).to(x.dtype)
+        if keep_sub is None:
+            self._init_subclusters(x, z_new, fresh)
+
+    # ------------------------------------------------------------------ outputs
+    def _forward_chunks(self, x: Tensor, chunk: int = 65536) -> Tensor:
+        self.cluster_net_.eval()
+        with torch.no_grad():
+            return torch.cat([self.cluster_net_(x[a:a + chunk]) for a in range(0, len(x), chunk)])
+
+    def _logits(self, X: Any) -> Tensor:
+        if not self._fitted:
+            raise InputError("this DeepDPM instance is not fitted yet; call fit(X) first")
+        x_np = check_array(X, "X", min_rows=1)
+        if x_np.shape[1] != self._dim:
+            raise InputError(f"X has {x_np.shape[1]} columns but the model was fitted on "
+                             f"{self._dim}")
+        x = self.transform_(torch.as_tensor(x_np, device=self.device_))
+        return self._forward_chunks(x)
+
+    def _export(self, x: Tensor) -> None:
+        shift = self.transform_.shift.double()
+        self._dim = x.shape[1]
+        self.n_clusters_ = self.k_
+        self.labels_ = self._forward_chunks(x).argmax(1).cpu().numpy().astype(np.int64)
+        self.means_ = (self._mu + shift).cpu().numpy()  # in the transformed input space
+        self.covariances_ = self._cov.cpu().numpy()
+        self.weights_ = self._pi.cpu().numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, Any]:
+        cpu = torch.device("cpu")
+
+        def mv(t: Any) -> Any:
+            return t.detach().to(cpu) if torch.is_tensor(t) else t
+
+        return {
+            "format": FORMAT,
+            "config": asdict(self.config),
+            "dim": self._dim,
+            "k": self.k_,
+            "epoch": self.epoch_,
+            "transform": {key: mv(v) for key, v in self.transform_.state().items()},
+            "prior": {"m0": mv(self.prior_.m0), "psi": mv(self.prior_.psi),
+                      "nu": self.prior_.nu, "kappa": self.prior_.kappa},
+            "params": {name: mv(getattr(self, name)) for name in
+                       ("_mu", "_cov", "_pi", "_mu_sub", "_cov_sub", "_pi_sub")
+                       if hasattr(self, name)},
+            "cluster_net": {key: mv(v) for key, v in self.cluster_net_.state_dict().items()},
+            "sub_nets": {key: mv(v) for key, v in self.sub_nets_.state_dict().items()},
+            "opt_cluster": _optimizer_state(self._opt_cluster, self.cluster_net_),
+            "opt_sub": _optimizer_state(self._opt_sub, self.sub_nets_),
+            "schedule": {"last_move_epoch": self._last_move_epoch, "next_move": self._next_move,
+                         "sub_ready": self._sub_ready},
+            "generator": self._generator.get_state(),
+            "history": copy.deepcopy(self.history_),
+            "metrics": getattr(self, "metrics_", None),
+        }
+
+    def save(self, path: str) -> None:
+        """Everything needed to predict and to resume training, written atomically."""
+        if not self._fitted:
+            raise InputError("cannot save an unfitted model")
+        from data.files import save_torch
+
+        save_torch(path, self._state())
+
+    @classmethod
+    def load(cls, path: str, device: str | None = None) -> DeepDPM:
+        """Load a model saved by `save` (tensors only; nothing is unpickled)."""
+        from pathlib import Path
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: no such model file")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InputError(f"{p}: not a DeepDPM model file ({exc.__class__.__name__})") from exc
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise InputError(f"{p}: not a DeepDPM model file")
+        params = dict(state["config"])
+        if device is not None:
+            params["device"] = device
+        model = cls(**params)
+        model.device_ = resolve_device(model.config.device)
+        model._restore_training(state)
+        model._train_state = state
+        model._fitted = True
+        return model
+
+    def _restore_training(self, state: dict[str, Any]) -> None:
+        dev = self.device_
+        cfg = self.config
+        self._dim, self.k_, self.epoch_ = state["dim"], state["k"], state["epoch"]
+        self.transform_ = InputTransform.from_state(state["transform"], dev)
+        pr = state["prior"]
+        self.prior_ = NIWPrior(pr["m0"].to(dev), pr["psi"].to(dev), pr["nu"], pr["kappa"])
+        for name, value in state["params"].items():
+            setattr(self, name, value.to(dev))
+        self._generator = torch.Generator(device=dev)
+        self._generator.set_state(state["generator"])
+        hidden = list(cfg.cluster_hidden) if cfg.cluster_hidden else [50]
+        self.cluster_net_ = ClusterNet(self._dim, self.k_, hidden, self._generator, dev)
+        self.cluster_net_.load_state_dict(state["cluster_net"])
+        self.sub_nets_ = SubclusterNets(self._dim, self.k_, cfg.subcluster_hidden,
+                                        self._generator, dev)
+        self.sub_nets_.load_state_dict(state["sub_nets"])
+        self._generator.set_state(state["generator"])
+        self._opt_cluster = torch.optim.Adam(self.cluster_net_.parameters(), lr=cfg.cluster_lr)
+        self._opt_sub = torch.optim.Adam(self.sub_nets_.parameters(), lr=cfg.subcluster_lr)
+        self._opt_cluster.load_state_dict(state["opt_cluster"])
+        self._opt_sub.load_state_dict(state["opt_sub"])
+        sched = state["schedule"]
+        self._last_move_epoch, self._next_move = sched["last_move_epoch"], sched["next_move"]
+        self._sub_ready = sched["sub_ready"]
+        self.history_ = list(state["history"])
+        if state.get("metrics") is not None:
+            self.metrics_ = state["metrics"]
+        self._soft_stats = None
+        self.n_clusters_ = self.k_
+        self.means_ = (self._mu + self.transform_.shift.double()).cpu().numpy()
+        self.covariances_ = self._cov.cpu().numpy()
+        self.weights_ = self._pi.cpu().numpy()
+        self._resp = torch.empty(0, self.k_, device=dev)
+        if hasattr(self, "labels_") is False:
+            self.labels_ = np.empty(0, dtype=np.int64)
+
+    def _prepare_resume_buffers(self, x: Tensor) -> None:
+        """Rebuild the per-point buffers (not saved: they scale with N) from the nets."""
+        with torch.no_grad():
+            self._resp = torch.softmax(self._forward_chunks(x), 1)
+            z = self._resp.argmax(1)
+            self._sub_resp = torch.softmax(self.sub_nets_(x, z), 1)
+        self._soft_stats = None
+
+
+def _optimizer_state(opt: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, Any]:
+    """Optimizer state_dict with tensors moved to CPU (param order = module.parameters())."""
+    state = opt.state_dict()
+    return {
+        "state": {k: {n: (v.detach().cpu() if torch.is_tensor(v) else v) for n, v in s.items()}
+                  for k, s in state["state"].items()},
+        "param_groups": state["param_groups"],
+    }

@@ -1,0 +1,99 @@
+"""Input and parameter checks, run at the start of `fit`, each failing with one clear line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from clustering.config import DeepDPMConfig
+from data.errors import InputError
+
+MIN_POINTS = 10
+TRANSFORMS = ("none", "normalize", "standardize")
+PRIOR_SIGMA = ("data_var", "isotropic", "data_std")
+PRIOR_MU = ("data_mean", "zero")
+
+
+def check_array(X: Any, name: str = "X", min_rows: int = MIN_POINTS) -> np.ndarray:
+    """A finite float32 N x D array, or InputError saying what is wrong."""
+    if torch.is_tensor(X):
+        X = X.detach().cpu().numpy()
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:
+        raise InputError(f"{name} cannot be read as an array ({exc})") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise InputError(f"{name} must be 2-D (N x D), got shape {arr.shape}")
+    if arr.shape[1] < 1:
+        raise InputError(f"{name} has no columns (shape {arr.shape})")
+    if arr.shape[0] < min_rows:
+        raise InputError(f"{name} has {arr.shape[0]} rows; at least {min_rows} points are needed")
+    arr = arr.astype(np.float32, copy=False)
+    bad = ~np.isfinite(arr).all(1)
+    if bad.any():
+        raise InputError(f"{name} has NaN or Inf in {int(bad.sum())} of {arr.shape[0]} rows "
+                         f"(first at row {int(np.argmax(bad))})")
+    return np.ascontiguousarray(arr)
+
+
+def check_labels(y: Any, n: int) -> np.ndarray:
+    """1-D labels of length n (any integer or string dtype)."""
+    if torch.is_tensor(y):
+        y = y.detach().cpu().numpy()
+    arr = np.asarray(y)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise InputError(f"labels must be 1-D, got shape {arr.shape}")
+    if len(arr) != n:
+        raise InputError(f"labels have {len(arr)} entries but X has {n} rows")
+    return arr
+
+
+def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
+    """Parameter checks that depend on the data (sklearn validates in fit, so do we)."""
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise InputError(msg)
+
+    need(isinstance(cfg.init_k, int) and 1 <= cfg.init_k <= n,
+         f"init_k must be between 1 and the number of points ({n}), got {cfg.init_k}")
+    need(cfg.max_epochs >= 1, f"max_epochs must be >= 1, got {cfg.max_epochs}")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    need(cfg.alpha > 0, f"alpha must be > 0, got {cfg.alpha}")
+    need(cfg.kappa > 0, f"kappa must be > 0, got {cfg.kappa}")
+    need(cfg.prior_sigma_scale > 0, f"prior_sigma_scale must be > 0, got {cfg.prior_sigma_scale}")
+    need(cfg.dirichlet_count > 0, f"dirichlet_count must be > 0, got {cfg.dirichlet_count}")
+    need(cfg.nu is None or cfg.nu > dim - 1,
+         f"nu must be > D - 1 = {dim - 1} for {dim}-D data, got {cfg.nu}")
+    need(cfg.transform in TRANSFORMS, f"transform must be one of {TRANSFORMS}, got {cfg.transform!r}")
+    need(cfg.prior_sigma_choice in PRIOR_SIGMA,
+         f"prior_sigma_choice must be one of {PRIOR_SIGMA}, got {cfg.prior_sigma_choice!r}")
+    need(cfg.prior_mu in PRIOR_MU, f"prior_mu must be one of {PRIOR_MU}, got {cfg.prior_mu!r}")
+    need(cfg.cluster_lr > 0 and cfg.subcluster_lr > 0, "learning rates must be > 0")
+    need(cfg.subcluster_hidden >= 1, "subcluster_hidden must be >= 1")
+    need(not cfg.cluster_hidden or all(int(w) >= 1 for w in cfg.cluster_hidden),
+         "cluster_hidden widths must be >= 1")
+    need(cfg.split_merge_every >= 1, "split_merge_every must be >= 1")
+    need(cfg.freeze_after_step >= 0, "freeze_after_step must be >= 0")
+    need(cfg.merge_neighbours >= 1, "merge_neighbours must be >= 1")
+    need(cfg.eval_every >= 1, "eval_every must be >= 1")
+    need(cfg.kmeans_iters >= 1, "kmeans_iters must be >= 1")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """None -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available")
+    return dev

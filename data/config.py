@@ -1,0 +1,78 @@
+"""omegaconf loading against a dataclass schema: unknown keys are errors, not surprises.
+
+`load_config(Schema, ["configs/base.yaml", "configs/x.yaml"], ["a.b=1"])` merges the files
+in order, then the command-line dotlist, onto the schema's defaults. A key that the schema
+does not have raises `ConfigError` naming the key and listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from data.errors import ConfigError, DataNotFoundError
+
+
+def _valid_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in cfg.keys():
+        value = cfg._get_node(key)
+        full = f"{prefix}{key}"
+        if isinstance(value, DictConfig) and not value._is_missing() and len(value) > 0:
+            keys.extend(_valid_keys(value, full + "."))
+        else:
+            keys.append(full)
+    return keys
+
+
+def _read_yaml(path: str | os.PathLike) -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: config file not found")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: must hold a mapping of keys to values")
+    return cfg
+
+
+def load_config(schema: Any, files: Sequence[str | os.PathLike] = (),
+                overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge YAML files and `key=value` overrides onto a structured (dataclass) schema."""
+    base = OmegaConf.structured(schema)
+    layers: list[tuple[str, DictConfig]] = [(str(f), _read_yaml(f)) for f in files]
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    if overrides:
+        try:
+            layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"command-line overrides: {exc}") from exc
+    cfg = base
+    for source, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except (ConfigKeyError, ValidationError, OmegaConfBaseException) as exc:
+            key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+            kind = "unknown key" if isinstance(exc, ConfigKeyError) else "invalid value for"
+            valid = ", ".join(_valid_keys(base))
+            msg = f"{source}: {kind} {key!r}"
+            if isinstance(exc, ConfigKeyError):
+                msg += f"; valid keys: {valid}"
+            else:
+                msg += f" ({str(exc).splitlines()[0]})"
+            raise ConfigError(msg) from exc
+    return cfg
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Plain dict of a resolved config (for saving and hashing)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
