@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -63,8 +64,36 @@ class SubclusterNets(nn.Module):
                 _uniform((k, 2), b_hid, generator, device))
 
     def forward(self, x: Tensor, clusters: Tensor) -> Tensor:
-        h = torch.relu(torch.bmm(x[:, None, :], self.w1[clusters]).squeeze(1) + self.b1[clusters])
-        return torch.bmm(h[:, None, :], self.w2[clusters]).squeeze(1) + self.b2[clusters]
+        """2 logits per sample from its own cluster's net."""
+        if x.is_cuda:
+            return self.forward_gathered(x, clusters)
+        return self.forward_grouped(x, clusters)
+
+    def forward_gathered(self, x: Tensor, clusters: Tensor) -> Tensor:
+        """Gather each sample's weights (no host sync; suits GPUs' bandwidth)."""
+        # F.embedding has a much faster backward than advanced indexing (index_put)
+        k, b = self.w1.shape[0], x.shape[0]
+        w1 = F.embedding(clusters, self.w1.view(k, -1)).view(b, self.dim, self.width)
+        w2 = F.embedding(clusters, self.w2.view(k, -1)).view(b, self.width, 2)
+        h = torch.relu(torch.bmm(x[:, None, :], w1).squeeze(1) + F.embedding(clusters, self.b1))
+        return torch.bmm(h[:, None, :], w2).squeeze(1) + F.embedding(clusters, self.b2)
+
+    def forward_grouped(self, x: Tensor, clusters: Tensor) -> Tensor:
+        """Group samples by cluster into a padded K x M x D block and run one bmm per layer.
+
+        No per-sample weight copies: on CPU this is 3-20x faster than gathering weights.
+        Needs the largest group size M on the host (one sync per batch).
+        """
+        k, b = self.w1.shape[0], x.shape[0]
+        counts = torch.bincount(clusters, minlength=k)
+        order = torch.argsort(clusters, stable=True)
+        grouped = clusters[order]
+        rank = torch.arange(b, device=x.device) - (torch.cumsum(counts, 0) - counts)[grouped]
+        padded = x.new_zeros(k, int(counts.max()), x.shape[1])
+        padded[grouped, rank] = x[order]
+        h = torch.relu(torch.bmm(padded, self.w1) + self.b1[:, None, :])
+        out = (torch.bmm(h, self.w2) + self.b2[:, None, :])[grouped, rank]
+        return out[torch.argsort(order)]
 
 
 def remap_parameter(module: nn.Module, name: str, optimizer: torch.optim.Optimizer,

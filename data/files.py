@@ -182,3 +182,19 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def save_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write a list of flat dicts as CSV atomically (columns = union of keys, in order)."""
+    import csv
+    import io
+
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: v for k, v in row.items() if np.isscalar(v) or v is None})
+    return save_text(path, buf.getvalue())

@@ -1,0 +1,7 @@
+"""`python -m clustering ...`: see clustering/cli.py."""
+
+import sys
+
+from clustering.cli import main
+
+sys.exit(main())

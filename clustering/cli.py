@@ -1,0 +1,107 @@
+"""Command line: `python -m clustering fit ...` and `python -m clustering predict ...`.
+
+Bad input ends with one line on stderr and exit status 2, never a deep traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from clustering.config import DeepDPMConfig
+from data.config import load_config, to_container
+from data.errors import DeepDPMError, InputError
+from data.files import load_array, load_labels, save_csv, save_json, save_npy, save_text
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "clustering.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m clustering",
+                                     description="DeepDPM clustering of embeddings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="infer K and cluster an embeddings file")
+    fit.add_argument("embeddings", help=".npy, .npz or .pt file holding an N x D array")
+    fit.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    fit.add_argument("--labels", help="labels for evaluation only (.npy/.pt/.npz/.txt)")
+    fit.add_argument("--config", help="YAML config (default: configs/clustering.yaml)")
+    fit.add_argument("--key", help="array name inside an .npz or a dict-holding .pt")
+    fit.add_argument("--allow-pickle", action="store_true",
+                     help="allow unpickling a .pt/.npy holding Python objects (trusted files)")
+    fit.add_argument("--out", required=True, help="output directory")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred = sub.add_parser("predict", help="assign new embeddings with a fitted model")
+    pred.add_argument("model", help="model.pt written by `fit`")
+    pred.add_argument("embeddings")
+    pred.add_argument("--key")
+    pred.add_argument("--allow-pickle", action="store_true")
+    pred.add_argument("--out", required=True, help="labels .npy file to write")
+    pred.add_argument("--proba", help="also write soft assignments to this .npy file")
+    return parser
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from clustering.model import DeepDPM
+
+    config_file = Path(args.config) if args.config else DEFAULT_CONFIG
+    files = [config_file] if (args.config or config_file.is_file()) else []
+    cfg = load_config(DeepDPMConfig, files, args.overrides)
+    params = to_container(cfg)
+    if not args.quiet:
+        params["verbose"] = True
+    x = load_array(args.embeddings, key=args.key, allow_pickle=args.allow_pickle)
+    y = load_labels(args.labels, allow_pickle=args.allow_pickle) if args.labels else None
+    if y is not None and x.ndim >= 1 and len(y) != len(x):
+        raise InputError(f"{args.labels}: {len(y)} labels but {args.embeddings} has {len(x)} rows")
+    out = Path(args.out)
+    model = DeepDPM(**params).fit(x, y)
+    save_npy(out / "labels.npy", model.labels_)
+    model.save(out / "model.pt")
+    save_csv(out / "history.csv", model.history_)
+    save_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    metrics = {"k": int(model.n_clusters_), "k_used": int(len(np.unique(model.labels_)))}
+    if y is not None:
+        metrics.update({k: v for k, v in model.metrics_.items() if k != "k"})
+    save_json(out / "metrics.json", metrics)
+    line = f"K = {model.n_clusters_}"
+    if y is not None:
+        line += "  " + "  ".join(f"{k.upper()} = {metrics[k]:.4f}" for k in ("nmi", "ari", "acc"))
+    print(line)
+    print(f"wrote {out}/labels.npy, model.pt, history.csv, metrics.json")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from clustering.model import DeepDPM
+
+    model = DeepDPM.load(args.model)
+    x = load_array(args.embeddings, key=args.key, allow_pickle=args.allow_pickle)
+    save_npy(args.out, model.predict(x))
+    if args.proba:
+        save_npy(args.proba, model.predict_proba(x))
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and args.command != "fit"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if args.command == "fit":
+        args.overrides = [*args.overrides, *extra]
+    try:
+        if args.command == "fit":
+            _fit(args)
+        else:
+            _predict(args)
+    except DeepDPMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written under the final names", file=sys.stderr)
+        return 130
+    return 0
