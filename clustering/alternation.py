@@ -80,6 +80,8 @@ class AlternationConfig:
     assignment: str = "hard"  # hard: nearest fixed centre | soft: clustering-net posteriors
     warm_start: bool = True  # DeepDPM t >= 1 starts from the previous labels' means and K
     prior_sigma_scale_step: bool = True  # DeepDPM t >= 1 uses prior_sigma_scale / t
+    # DeepDPM settings for the codes over the `cluster` section (e.g. nu: 12 for 10-D codes)
+    cluster_overrides: dict[str, Any] = field(default_factory=dict)
     # --- run
     resume: bool = True  # continue from the state saved in out_dir
     save_codes: bool = True  # keep alt_<t>/codes.npy
@@ -92,7 +94,7 @@ ALTERNATION_KEYS = tuple(f.name for f in fields(AlternationConfig))
 PRETRAIN_KEYS = ("hidden_dims", "latent_dim", "input_transform", "batch_size",
                  "pretrain_epochs", "pretrain_lr", "seed")
 ALTERNATE_KEYS = ("ae_epochs", "lr", "weight_decay", "lambda_", "beta", "assignment",
-                  "warm_start", "prior_sigma_scale_step")
+                  "warm_start", "prior_sigma_scale_step")  # cluster_overrides: via cluster_config
 CLUSTER_RUNTIME_KEYS = ("device", "verbose", "eval_every")
 
 
@@ -124,6 +126,7 @@ def make_alternation_config(cfg: Any = None) -> AlternationConfig:
                           f"{', '.join(ALTERNATION_KEYS)}")
     out = AlternationConfig(**values)
     out.hidden_dims = [int(h) for h in out.hidden_dims]
+    out.cluster_overrides = _as_dict(out.cluster_overrides, "alternate.cluster_overrides")
     validate_alternation_config(out)
     return out
 
@@ -160,7 +163,8 @@ def make_cluster_params(cfg: Any = None) -> dict[str, Any]:
     valid = {f.name for f in fields(DeepDPMConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
-        raise ConfigError(f"clustering: unknown key(s) {unknown}; valid keys: "
+        raise ConfigError(f"clustering (cluster section or alternate.cluster_overrides): "
+                          f"unknown key(s) {unknown}; valid keys: "
                           f"{', '.join(sorted(valid))}")
     return asdict(DeepDPMConfig(**values))
 
@@ -187,24 +191,35 @@ def squared_distances(z: Tensor, centres: Tensor) -> Tensor:
     return d2.clamp_min(0)
 
 
-def hard_pull(centres: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """Loss ||z_i - c_{a_i}||^2 with a_i the nearest fixed centre (authors' min_dist)."""
+def hard_pull(centres: Tensor, unit: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
+    """Loss ||z_i - c_{a_i}||^2 / unit with a_i the nearest fixed centre (authors' min_dist)."""
 
     def loss(z: Tensor, idx: Tensor) -> Tensor:
         with torch.no_grad():
             a = squared_distances(z, centres).argmin(1)
-        return (z - centres[a]).pow(2).sum(1).mean()
+        return (z - centres[a]).pow(2).sum(1).mean() / unit
 
     return loss
 
 
-def soft_pull(centres: Tensor, resp: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """Loss sum_k r_ik ||z_i - c_k||^2 with r fixed from the previous clustering net."""
+def soft_pull(centres: Tensor, resp: Tensor,
+              unit: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
+    """Loss sum_k r_ik ||z_i - c_k||^2 / unit with r fixed from the previous clustering net."""
 
     def loss(z: Tensor, idx: Tensor) -> Tensor:
-        return (resp[idx] * squared_distances(z, centres)).sum(1).mean()
+        return (resp[idx] * squared_distances(z, centres)).sum(1).mean() / unit
 
     return loss
+
+
+def code_unit(codes: Tensor) -> float:
+    """Mean per-dimension variance of the codes: the pull is measured in these units.
+
+    The authors' latent is BatchNorm'd (about unit variance per dimension), so their beta
+    assumes unit-scale codes; dividing by the codes' variance gives our linear codes the
+    same scale whatever the AE learned.
+    """
+    return float(codes.var(0).mean().clamp_min(1e-12))
 
 
 def data_fingerprint(x: np.ndarray) -> dict[str, Any]:
@@ -249,7 +264,8 @@ class AEAlternation:
 
     def __init__(self, alt_cfg: Any = None, cluster_cfg: Any = None):
         self.config = make_alternation_config(alt_cfg)
-        self.cluster_params = make_cluster_params(cluster_cfg)
+        self.cluster_params = make_cluster_params(
+            {**_as_dict(cluster_cfg, "clustering config"), **self.config.cluster_overrides})
         self._fitted = False
 
     # ------------------------------------------------------------------ public API
@@ -292,11 +308,13 @@ class AEAlternation:
 
     def predict(self, X: Any) -> np.ndarray:
         """Cluster labels of new data: encode, then the final DeepDPM's predict."""
-        return self.model_.predict(self.transform(X))
+        codes = self.transform(X)
+        return self.model_.predict(codes)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Soft assignments (N x K) of new data by the final clustering net."""
-        return self.model_.predict_proba(self.transform(X))
+        codes = self.transform(X)
+        return self.model_.predict_proba(codes)
 
     @classmethod
     def load(cls, out_dir: str | Path, device: str | None = None) -> AEAlternation:
@@ -492,12 +510,13 @@ class AEAlternation:
         if prev is None:
             raise InputError(f"alternation {t} needs the clustering of alternation {t - 1}")
         codes = encode(ae, x)
+        unit = code_unit(codes)
         if cfg.assignment == "hard":
-            pull = hard_pull(cluster_means(codes, prev.labels))
+            pull = hard_pull(cluster_means(codes, prev.labels), unit)
         else:
             resp = torch.as_tensor(prev.model.predict_proba(codes.cpu().numpy()),
                                    device=x.device, dtype=codes.dtype)
-            pull = soft_pull(soft_means(codes, resp), resp)
+            pull = soft_pull(soft_means(codes, resp), resp, unit)
         settings = TrainSettings(cfg.ae_epochs, cfg.lr, cfg.batch_size, cfg.weight_decay,
                                  recon_weight=cfg.lambda_, pull_weight=cfg.beta / 2)
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * t)

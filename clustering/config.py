@@ -26,7 +26,8 @@ class DeepDPMConfig:
     alpha: float = 10.0  # DP concentration; enters the Hastings ratios only
     kappa: float = 1e-4
     nu: float | None = None  # None -> D + 2; must be > D - 1
-    prior_sigma_choice: str = "data_var"  # data_var (scale * mean variance * I) | isotropic | data_std
+    # data_var (scale * mean variance * I) | isotropic (scale * I) | data_std
+    prior_sigma_choice: str = "data_var"
     prior_sigma_scale: float = 0.005
     prior_mu: str = "data_mean"  # data_mean | zero
     dirichlet_count: float = 1.0  # Dirichlet posterior on counts: (r_k + a) / (N + K a)

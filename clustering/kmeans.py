@@ -62,8 +62,9 @@ def two_means_1d(x: Tensor, labels: Tensor, k: int, means: Tensor, directions: T
     side = (t > 0).long()
     for _ in range(iters):
         groups = labels * 2 + side
-        cnt = torch.zeros(2 * k, device=x.device, dtype=t.dtype).index_add_(0, groups, torch.ones_like(t))
-        tot = torch.zeros(2 * k, device=x.device, dtype=t.dtype).index_add_(0, groups, t)
+        zeros = torch.zeros(2 * k, device=x.device, dtype=t.dtype)
+        cnt = zeros.index_add(0, groups, torch.ones_like(t))
+        tot = zeros.index_add(0, groups, t)
         c = (tot / cnt.clamp_min(1)).view(k, 2)
         new_side = ((t - c[labels, 1]).abs() < (t - c[labels, 0]).abs()).long()
         if bool((new_side == side).all()):

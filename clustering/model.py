@@ -27,12 +27,18 @@ from clustering.config import DeepDPMConfig
 from clustering.kmeans import kmeans_plus_plus, nearest_centre, two_means_1d
 from clustering.metrics import evaluate
 from clustering.moves import propose_merges, propose_splits
-from clustering.nets import (ClusterNet, SubclusterNets, remap_cluster_net,
-                             remap_subcluster_nets)
-from clustering.niw import (GaussianScorer, NIWPrior, Stats, dirichlet_weights,
-                            grouped_stats, log_marginal_likelihood, map_params,
-                            weighted_stats)
-from clustering.validation import (check_array, check_config, check_labels, resolve_device)
+from clustering.nets import ClusterNet, SubclusterNets, remap_cluster_net, remap_subcluster_nets
+from clustering.niw import (
+    GaussianScorer,
+    NIWPrior,
+    Stats,
+    dirichlet_weights,
+    grouped_stats,
+    log_marginal_likelihood,
+    map_params,
+    weighted_stats,
+)
+from clustering.validation import check_array, check_config, check_labels, resolve_device
 from data.errors import InputError
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -243,6 +249,9 @@ class DeepDPM:
         sub_loss_sum = torch.zeros((), device=x.device)
         perm = torch.randperm(n, generator=self._generator, device=x.device)
         n_batches = 0
+        threads = torch.get_num_threads()
+        if x.device.type == "cpu":  # tiny per-batch ops: thread hand-offs cost more than they save
+            torch.set_num_threads(1)
         for a in range(0, n, cfg.batch_size):
             idx = perm[a:a + cfg.batch_size]
             xb = x[idx]
@@ -266,6 +275,7 @@ class DeepDPM:
                 self._opt_sub.step()
                 self._sub_resp[idx] = sub_prob.detach()
                 sub_loss_sum += sub_loss.detach()
+        torch.set_num_threads(threads)
         if cfg.epoch_end_pass:
             with torch.no_grad():
                 self._resp = torch.softmax(self._forward_chunks(x), 1)
@@ -274,7 +284,7 @@ class DeepDPM:
             "cluster_loss": float(loss_sum / n_batches),
             "subcluster_loss": float(sub_loss_sum / n_batches) if sub_active else float("nan"),
             "event": "", "splits_proposed": 0, "splits_accepted": 0,
-            "merges_proposed": 0, "merges_accepted": 0,
+            "merges_proposed": 0, "merges_accepted": 0, "pruned": 0,
         }
         # 3. M-steps and split/merge moves
         z = self._resp.argmax(1)
@@ -286,6 +296,9 @@ class DeepDPM:
         if not self._sub_ready and epoch + 1 >= cfg.start_subclustering:
             self._init_subclusters(x, z, torch.ones(self.k_, dtype=torch.bool, device=x.device))
         move = self._move_due(epoch, frozen)
+        if move is not None:
+            record["pruned"] = self._prune_empty(x, z)
+            z = self._resp.argmax(1)
         if move == "split":
             record.update(self._split(x, z))
         elif move == "merge":
@@ -345,7 +358,7 @@ class DeepDPM:
 
     def _init_subclusters(self, x: Tensor, z: Tensor, mask: Tensor) -> None:
         """1-D 2-means along each cluster's principal axis (clusters in `mask`)."""
-        k, dim = self.k_, x.shape[1]
+        k = self.k_
         if not self._sub_ready:
             self._mu_sub = self._mu[:, None, :].repeat(1, 2, 1)
             self._cov_sub = self._cov[:, None].repeat(1, 2, 1, 1)
@@ -435,13 +448,33 @@ class DeepDPM:
                             pi[kept], new_index[z_merged], keep_sub=kept)
         return result
 
+    def _prune_empty(self, x: Tensor, z: Tensor) -> int:
+        """Drop clusters that no point is assigned to: a DP mixture has no empty components."""
+        counts = torch.bincount(z, minlength=self.k_)
+        keep = counts > 0
+        n_empty = int((~keep).sum())
+        if n_empty == 0:
+            return 0
+        kept = torch.nonzero(keep).squeeze(1)
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        pi = self._pi[kept]
+        self._mu_sub, self._cov_sub, self._pi_sub = (
+            self._mu_sub[kept], self._cov_sub[kept], self._pi_sub[kept])
+        self._apply_surgery(x, kept, torch.zeros_like(kept, dtype=torch.bool), self._mu[kept],
+                            self._cov[kept], pi / pi.sum(), new_index[z], keep_sub=None,
+                            sub_arranged=True)
+        return n_empty
+
     def _apply_surgery(self, x: Tensor, source: Tensor, fresh: Tensor, mu: Tensor, cov: Tensor,
-                       pi: Tensor, z_new: Tensor, keep_sub: Tensor | None = None) -> None:
+                       pi: Tensor, z_new: Tensor, keep_sub: Tensor | None = None,
+                       sub_arranged: bool = False) -> None:
         """Install new GMM parameters for K_new clusters and re-index nets and buffers."""
         k_new = source.shape[0]
         remap_cluster_net(self.cluster_net_, self._opt_cluster, source)
         remap_subcluster_nets(self.sub_nets_, self._opt_sub, source, fresh, self._generator)
-        if keep_sub is None:  # split: surviving clusters keep theirs, children get 2-means
+        if sub_arranged:  # prune: the caller already selected the sub-cluster parameters
+            pass
+        elif keep_sub is None:  # split: surviving clusters keep theirs, children get 2-means
             self._mu_sub, self._cov_sub = self._mu_sub[source], self._cov_sub[source]
             self._pi_sub = self._pi_sub[source]
         else:  # merge: already arranged by the caller
@@ -451,7 +484,7 @@ class DeepDPM:
         self.k_ = k_new
         self._soft_stats = None
         self._resp = F.one_hot(z_new, k_new).to(x.dtype)
-        if keep_sub is None:
+        if keep_sub is None and bool(fresh.any()):
             self._init_subclusters(x, z_new, fresh)
 
     # ------------------------------------------------------------------ outputs

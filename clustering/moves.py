@@ -71,7 +71,8 @@ def merge_log_ratio(stats: Stats, pairs: Tensor, prior: NIWPrior, alpha: float) 
 
 
 def propose_merges(stats: Stats, means: Tensor, prior: NIWPrior, alpha: float,
-                   neighbours: int, generator: torch.Generator) -> tuple[list[tuple[int, int]], int]:
+                   neighbours: int, generator: torch.Generator,
+                   ) -> tuple[list[tuple[int, int]], int]:
     """Accepted merge pairs (no cluster twice) and the number of pairs proposed.
 
     Candidate pairs (each cluster and its nearest neighbours, de-duplicated) are scored at

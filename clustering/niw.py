@@ -70,20 +70,24 @@ def weighted_stats(x: Tensor, weights: Tensor) -> Stats:
 
 def grouped_stats(x: Tensor, groups: Tensor, n_groups: int,
                   weights: Tensor | None = None) -> Stats:
-    """Stats of groups given one group index per row (optionally weighted): O(N D^2)."""
+    """Stats of groups given one group index per row (optionally weighted): O(N D^2).
+
+    Each chunk accumulates in x's dtype (index_add of outer products); chunks are summed
+    in float64.
+    """
     n_rows, dim = x.shape
+    xw = x if weights is None else x * weights[:, None]
     w = torch.ones(n_rows, device=x.device, dtype=x.dtype) if weights is None else weights
-    n = torch.zeros(n_groups, dtype=torch.float64, device=x.device)
-    n.index_add_(0, groups, w.double())
-    s = torch.zeros(n_groups, dim, dtype=torch.float64, device=x.device)
-    s.index_add_(0, groups, (x * w[:, None]).double())
+    n = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, w)
+    s = torch.zeros(n_groups, dim, dtype=x.dtype, device=x.device).index_add_(0, groups, xw)
     m2 = torch.zeros(n_groups, dim * dim, dtype=torch.float64, device=x.device)
-    step = _chunk_rows(dim)
+    step = _chunk_rows(dim, 1 << 24)
     for a in range(0, n_rows, step):
-        xc, wc, gc = x[a:a + step], w[a:a + step], groups[a:a + step]
-        outer = (xc[:, :, None] * (xc * wc[:, None])[:, None, :]).reshape(len(xc), dim * dim)
-        m2.index_add_(0, gc, outer.double())
-    return Stats(n, s, m2.view(n_groups, dim, dim))
+        xc, xwc = x[a:a + step], xw[a:a + step]
+        outer = (xc[:, :, None] * xwc[:, None, :]).reshape(len(xc), dim * dim)
+        part = torch.zeros(n_groups, dim * dim, dtype=x.dtype, device=x.device)
+        m2 += part.index_add_(0, groups[a:a + step], outer).double()
+    return Stats(n.double(), s.double(), m2.view(n_groups, dim, dim))
 
 
 def _mean_and_scatter(stats: Stats) -> tuple[Tensor, Tensor, Tensor]:
@@ -136,7 +140,7 @@ def safe_logdet_cholesky(cov: Tensor, rel_jitter: float = 1e-6,
         bad = info != 0
         if not bool(bad.any()):
             return chol, cov_used
-        jitter = torch.where(bad, jitter * 10, jitter)
+        jitter = torch.where(bad, torch.maximum(jitter * 10, 1e-10 * scale), jitter)
         cov_used = torch.where(bad[..., None, None], cov + jitter[..., None, None] * eye, cov_used)
         chol, info = torch.linalg.cholesky_ex(cov_used)
     bad = info != 0
@@ -157,7 +161,8 @@ def log_marginal_likelihood(stats: Stats, prior: NIWPrior) -> Tensor:
     dim = prior.dim
     n = stats.n
     _, psi_n = posterior_scale(stats, prior)
-    chol, _ = safe_logdet_cholesky(psi_n)
+    # PD by construction: jitter only on failure
+    chol, _ = safe_logdet_cholesky(psi_n, rel_jitter=0.0)
     logdet_n = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     logdet_0 = torch.linalg.slogdet(prior.psi)[1]
     nu_n = prior.nu + n

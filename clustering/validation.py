@@ -71,7 +71,8 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.dirichlet_count > 0, f"dirichlet_count must be > 0, got {cfg.dirichlet_count}")
     need(cfg.nu is None or cfg.nu > dim - 1,
          f"nu must be > D - 1 = {dim - 1} for {dim}-D data, got {cfg.nu}")
-    need(cfg.transform in TRANSFORMS, f"transform must be one of {TRANSFORMS}, got {cfg.transform!r}")
+    need(cfg.transform in TRANSFORMS,
+         f"transform must be one of {TRANSFORMS}, got {cfg.transform!r}")
     need(cfg.prior_sigma_choice in PRIOR_SIGMA,
          f"prior_sigma_choice must be one of {PRIOR_SIGMA}, got {cfg.prior_sigma_choice!r}")
     need(cfg.prior_mu in PRIOR_MU, f"prior_mu must be one of {PRIOR_MU}, got {cfg.prior_mu!r}")

@@ -47,7 +47,8 @@ def _load_pt(path: Path, allow_pickle: bool) -> Any:
                 "unpickle it (pass --allow-pickle / allow_pickle=True if you trust the file)"
             ) from exc
     except Exception as exc:  # corrupt zip, truncated file, ...
-        raise InputError(f"{path}: cannot be read as a torch file ({exc.__class__.__name__})") from exc
+        raise InputError(
+            f"{path}: cannot be read as a torch file ({exc.__class__.__name__})") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:

@@ -1,0 +1,154 @@
+"""DeepDPM end to end on synthetic mixtures: K recovery, moves, API contract, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clustering import DeepDPM
+from clustering.nets import SubclusterNets, remap_subcluster_nets
+from data.errors import InputError
+
+FAST = {"max_epochs": 90, "batch_size": 256}
+
+
+@pytest.mark.parametrize(
+    ("dim", "init_k", "imbalanced"),
+    [(2, 1, False), (2, 30, True), (10, 3, True), (10, 30, False), (32, 1, True),
+     (32, 3, False)],
+)
+def test_recovers_k_from_any_init(mixture, dim, init_k, imbalanced):
+    true_k = 6
+    x, y = mixture(2400, dim, true_k, imbalanced=imbalanced, seed=dim + init_k)
+    model = DeepDPM(init_k=init_k, seed=0, **FAST).fit(x, y)
+    assert abs(model.n_clusters_ - true_k) <= 1, [h["k"] for h in model.history_]
+    assert model.metrics_["nmi"] > 0.9
+    # the history records every epoch and the split/merge events that changed K
+    assert [h["epoch"] for h in model.history_] == list(range(FAST["max_epochs"]))
+    changes = [h for h in model.history_ if h["event"]]
+    assert any(h["splits_accepted"] or h["merges_accepted"] for h in changes) or init_k == true_k
+
+
+def test_bimodal_cluster_splits_and_two_halves_merge(mixture):
+    rng = np.random.default_rng(0)
+    two = np.concatenate([rng.normal(size=(500, 3)), rng.normal(size=(500, 3)) + 8])
+    split_model = DeepDPM(init_k=1, seed=0, **FAST).fit(two.astype(np.float32))
+    assert split_model.n_clusters_ == 2
+    assert max(h["splits_accepted"] for h in split_model.history_) >= 1
+    one = rng.normal(size=(1000, 3)).astype(np.float32)
+    merge_model = DeepDPM(init_k=2, seed=0, **FAST).fit(one)
+    assert merge_model.n_clusters_ == 1
+    assert max(h["merges_accepted"] for h in merge_model.history_) == 1
+
+
+def test_predict_matches_labels_and_proba_is_a_distribution(mixture):
+    x, y = mixture(1500, 5, 4, seed=3)
+    model = DeepDPM(init_k=2, seed=1, **FAST).fit(x, y)
+    np.testing.assert_array_equal(model.predict(x), model.labels_)
+    proba = model.predict_proba(x)
+    assert proba.shape == (1500, model.n_clusters_)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert model.means_.shape == (model.n_clusters_, 5)
+    assert model.covariances_.shape == (model.n_clusters_, 5, 5)
+    assert model.weights_.sum() == pytest.approx(1.0)
+    assert np.all(np.linalg.eigvalsh(model.covariances_) > 0)
+    # torch input works and gives the same answer
+    np.testing.assert_array_equal(model.predict(torch.tensor(x)), model.labels_)
+
+
+def test_fixed_seed_is_reproducible_and_seed_zero_is_honoured(mixture):
+    x, _ = mixture(1200, 4, 3, seed=5)
+    runs = [DeepDPM(init_k=1, seed=0, max_epochs=40).fit(x) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].labels_, runs[1].labels_)
+    np.testing.assert_array_equal(runs[0].means_, runs[1].means_)
+    assert [h["k"] for h in runs[0].history_] == [h["k"] for h in runs[1].history_]
+    other = DeepDPM(init_k=1, seed=1, max_epochs=40).fit(x)
+    assert not np.array_equal(other.cluster_net_.out_weight.detach().numpy(),
+                              runs[0].cluster_net_.out_weight.detach().numpy())
+
+
+def test_save_load_round_trip_and_resume(mixture, tmp_path):
+    x, y = mixture(1500, 6, 4, seed=7)
+    model = DeepDPM(init_k=1, seed=0, max_epochs=60).fit(x, y)
+    path = tmp_path / "model.pt"
+    model.save(path)
+    loaded = DeepDPM.load(path)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x))
+    assert loaded.n_clusters_ == model.n_clusters_
+    assert str(loaded.history_) == str(model.history_)  # str: NaN entries compare equal
+    # resume: continue the same run for more epochs from the saved state
+    resumed = DeepDPM.load(path)
+    resumed.config.max_epochs = 80
+    resumed.fit(x, y, resume=True)
+    assert [h["epoch"] for h in resumed.history_] == list(range(80))
+    assert resumed.metrics_["nmi"] > 0.9
+
+
+def test_warm_start_from_given_means(mixture):
+    x, y = mixture(1500, 4, 5, seed=11)
+    means = np.stack([x[y == k].mean(0) for k in range(5)])
+    model = DeepDPM(seed=0, max_epochs=30, split=False, merge=False).fit(x, y, init_means=means)
+    assert model.n_clusters_ == 5
+    assert model.metrics_["nmi"] > 0.95
+    seen = []
+    DeepDPM(seed=0, max_epochs=3).fit(x, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [0, 1, 2]
+    assert all(int(r["sizes"].sum()) == len(x) for r in seen)
+
+
+def test_subnet_grouped_and_gathered_forward_agree():
+    gen = torch.Generator().manual_seed(0)
+    nets = SubclusterNets(7, 5, 11, gen, torch.device("cpu"))
+    x = torch.randn(64, 7)
+    z = torch.randint(0, 5, (64,))
+    torch.testing.assert_close(nets.forward_grouped(x, z), nets.forward_gathered(x, z))
+
+
+def test_subnet_surgery_keeps_survivors_and_their_adam_moments():
+    gen = torch.Generator().manual_seed(0)
+    nets = SubclusterNets(3, 3, 4, gen, torch.device("cpu"))
+    opt = torch.optim.Adam(nets.parameters(), lr=0.1)
+    nets(torch.randn(30, 3), torch.randint(0, 3, (30,))).square().sum().backward()
+    opt.step()
+    before_w, before_m = nets.w1.detach().clone(), opt.state[nets.w1]["exp_avg"].clone()
+    source = torch.tensor([0, 2, 1, 1])  # drop nothing, keep 0 and 2, cluster 1 split in two
+    fresh = torch.tensor([False, False, True, True])
+    remap_subcluster_nets(nets, opt, source, fresh, gen)
+    assert nets.w1.shape[0] == 4 and nets.w1 in set(opt.param_groups[0]["params"])
+    torch.testing.assert_close(nets.w1[:2].detach(), before_w[[0, 2]])
+    torch.testing.assert_close(opt.state[nets.w1]["exp_avg"][:2], before_m[[0, 2]])
+    assert torch.all(opt.state[nets.w1]["exp_avg"][2:] == 0)
+    opt.step()  # the optimiser still works with the new parameters
+
+
+@pytest.mark.parametrize(
+    ("data", "params", "message"),
+    [
+        (np.zeros((20,)), {}, "2-D"),
+        (np.zeros((5, 3)), {}, "at least"),
+        (np.full((30, 2), np.nan), {}, "NaN or Inf in 30 of 30 rows"),
+        (np.random.default_rng(0).normal(size=(30, 2)), {"init_k": 0}, "init_k"),
+        (np.random.default_rng(0).normal(size=(30, 2)), {"init_k": 31}, "init_k"),
+        (np.random.default_rng(0).normal(size=(30, 4)), {"nu": 3.0}, "nu must be > D - 1"),
+        (np.random.default_rng(0).normal(size=(30, 2)), {"transform": "bogus"}, "transform"),
+        (np.array([["a", "b"]] * 20), {}, "numeric"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(data, params, message):
+    with pytest.raises(InputError, match=message):
+        DeepDPM(max_epochs=1, **params).fit(data)
+
+
+def test_bad_labels_and_parameters(mixture):
+    x, _ = mixture(100, 2, 2)
+    with pytest.raises(InputError, match="labels have 99 entries but X has 100"):
+        DeepDPM(max_epochs=1).fit(x, np.zeros(99))
+    with pytest.raises(InputError, match="unknown parameter"):
+        DeepDPM(bogus=1)
+    with pytest.raises(InputError, match="not fitted"):
+        DeepDPM().predict(x)
+    model = DeepDPM(max_epochs=2).fit(x)
+    with pytest.raises(InputError, match="columns"):
+        model.predict(x[:, :1])
