@@ -15,7 +15,9 @@ class DeepDPMConfig:
     # --- model size and initialisation
     init_k: int = 1  # K_init: clusters of the k-means++ initialisation
     max_epochs: int = 200  # authors: 500 with a 30-epoch split/merge period; ours is denser
-    batch_size: int = 512  # authors: 128; larger batches cost the same per epoch, fewer steps
+    # authors: 128. An upper bound: smaller data sets use batches of N/20 so that every
+    # epoch still has 20 optimiser steps
+    batch_size: int = 512
     cluster_hidden: list[int] | None = None  # cluster-net hidden widths; None -> [50]
     subcluster_hidden: int = 50  # hidden width of each per-cluster 2-way net
     cluster_lr: float = 1e-3

@@ -43,6 +43,7 @@ from data.errors import InputError
 
 EpochCallback = Callable[[dict[str, Any]], None]
 FORMAT = "deepdpm-v1"
+MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
 
 
 class InputTransform:
@@ -249,11 +250,12 @@ class DeepDPM:
         sub_loss_sum = torch.zeros((), device=x.device)
         perm = torch.randperm(n, generator=self._generator, device=x.device)
         n_batches = 0
+        batch_size = min(cfg.batch_size, max(16, -(-n // MIN_STEPS_PER_EPOCH)))
         threads = torch.get_num_threads()
         if x.device.type == "cpu":  # tiny per-batch ops: thread hand-offs cost more than they save
             torch.set_num_threads(1)
-        for a in range(0, n, cfg.batch_size):
-            idx = perm[a:a + cfg.batch_size]
+        for a in range(0, n, batch_size):
+            idx = perm[a:a + batch_size]
             xb = x[idx]
             logits = self.cluster_net_(xb)
             loss = F.kl_div(F.log_softmax(logits, 1), log_targets[idx], reduction="batchmean",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,9 @@ def _load_pt(path: Path, allow_pickle: bool) -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not allow_pickle:
             raise InputError(
@@ -51,6 +54,11 @@ def _load_pt(path: Path, allow_pickle: bool) -> Any:
             f"{path}: cannot be read as a torch file ({exc.__class__.__name__})") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a plain pickle file (not torch's zip format)
+        pass
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
     except Exception as exc:
         raise InputError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from exc
 
@@ -89,6 +97,9 @@ def load_array(path: str | os.PathLike, *, key: str | None = None,
         raise InputError(f"{path}: unsupported file type {suffix!r}; use .npy, .npz or .pt")
     try:
         if suffix == ".npy":
+            with open(path, "rb") as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise InputError(f"{path}: cannot be read: not a .npy file (no NumPy header)")
             return np.load(path, allow_pickle=allow_pickle)
         if suffix == ".npz":
             with np.load(path, allow_pickle=allow_pickle) as npz:

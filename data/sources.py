@@ -10,6 +10,7 @@ the DeepDPM paper's imbalanced sets do.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,19 @@ def imbalance_rows(labels: np.ndarray, fractions: np.ndarray, seed: int) -> np.n
     return np.sort(order[rank < np.repeat(keep_n, counts)])
 
 
-def _mnist(data_cfg: Any, transform: Callable | None) -> ArrayImageDataset:
+@lru_cache(maxsize=2)
+def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The built-in digits, read-only and cached: parsing them takes seconds."""
     from data.mnist import load_mnist_digits
 
-    images, labels = load_mnist_digits(seed=int(_get(data_cfg, "seed", 0)))
+    images, labels = load_mnist_digits(seed=seed)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def _mnist(data_cfg: Any, transform: Callable | None) -> ArrayImageDataset:
+    images, labels = _digits(int(_get(data_cfg, "seed", 0)))
     classes = [str(d) for d in range(10)]
     return ArrayImageDataset(images, labels, np.arange(len(labels)), classes, transform)
 

@@ -1,0 +1,121 @@
+"""`python -m clustering` and the embedding file formats, including every bad-input message."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clustering.cli import main
+from clustering.metrics import cluster_acc, evaluate
+from data.errors import InputError
+from data.files import load_array, load_labels
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def embeddings(tmp_path, mixture):
+    x, y = mixture(900, 4, 3, seed=2)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, x, y
+
+
+def test_fit_writes_outputs_and_predict_reuses_the_model(embeddings, capsys):
+    tmp, x, y = embeddings
+    out = tmp / "run"
+    rc = main(["fit", str(tmp / "x.npy"), "--labels", str(tmp / "y.npy"), "--out", str(out),
+               "max_epochs=60", "init_k=2", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "K = 3" in printed and "NMI" in printed
+    labels = np.load(out / "labels.npy")
+    assert labels.shape == (900,)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["k"] == 3 and metrics["nmi"] > 0.9
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 61
+    assert "max_epochs: 60" in (out / "config.yaml").read_text()
+    assert not list(out.glob(".*.tmp"))  # no temp files left behind
+    rc = main(["predict", str(out / "model.pt"), str(tmp / "x.npy"), "--out", str(tmp / "p.npy"),
+               "--proba", str(tmp / "proba.npy")])
+    assert rc == 0
+    np.testing.assert_array_equal(np.load(tmp / "p.npy"), labels)
+    assert np.load(tmp / "proba.npy").shape == (900, 3)
+
+
+def _fails(argv: list[str], capsys, message: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_bad_inputs_give_one_line_and_status_2(embeddings, capsys):
+    tmp, x, y = embeddings
+    out = str(tmp / "o")
+    _fails(["fit", str(tmp / "missing.npy"), "--out", out], capsys, "no such file")
+    np.save(tmp / "nan.npy", np.where(np.arange(900)[:, None] % 100 == 0, np.nan, x))
+    _fails(["fit", str(tmp / "nan.npy"), "--out", out], capsys, "NaN or Inf in 9 of 900 rows")
+    np.save(tmp / "flat.npy", x[:, 0])
+    _fails(["fit", str(tmp / "flat.npy"), "--out", out], capsys, "2-D")
+    np.save(tmp / "few.npy", x[:3])
+    _fails(["fit", str(tmp / "few.npy"), "--out", out], capsys, "at least")
+    np.save(tmp / "short.npy", y[:-1])
+    _fails(["fit", str(tmp / "x.npy"), "--labels", str(tmp / "short.npy"), "--out", out], capsys,
+           "899 labels")
+    _fails(["fit", str(tmp / "x.npy"), "--out", out, "bogus_key=1"], capsys, "unknown key 'bogus_key'")
+    _fails(["fit", str(tmp / "x.npy"), "--out", out, "init_k=0"], capsys, "init_k")
+    _fails(["fit", str(tmp / "x.npy"), "--out", out, "init_k=901"], capsys, "init_k")
+    _fails(["fit", str(tmp / "x.npy"), "--out", out, "nu=3"], capsys, "nu must be > D - 1")
+    (tmp / "text.npy").write_text("not an array")
+    _fails(["fit", str(tmp / "text.npy"), "--out", out], capsys, "cannot be read")
+    _fails(["predict", str(tmp / "nomodel.pt"), str(tmp / "x.npy"), "--out", out], capsys,
+           "no such model file")
+    assert not (tmp / "o").exists()  # nothing half-written
+
+
+def test_cli_runs_as_a_module_with_exit_status_2():
+    proc = subprocess.run([sys.executable, "-m", "clustering", "fit", "/nonexistent.npy", "--out",
+                           "/tmp/x"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: /nonexistent.npy: no such file"
+
+
+def test_file_formats(tmp_path):
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    torch.save(torch.tensor(x), tmp_path / "t.pt")
+    np.testing.assert_allclose(load_array(tmp_path / "t.pt"), x)
+    np.savez(tmp_path / "one.npz", codes=x)
+    np.testing.assert_allclose(load_array(tmp_path / "one.npz"), x)
+    np.savez(tmp_path / "two.npz", codes=x, other=x)
+    with pytest.raises(InputError, match="name one"):
+        load_array(tmp_path / "two.npz")
+    np.testing.assert_allclose(load_array(tmp_path / "two.npz", key="other"), x)
+    with pytest.raises(InputError, match="unsupported file type"):
+        load_array(tmp_path / "x.csv") if (tmp_path / "x.csv").write_text("1") else None
+    # a pickled numpy array inside a .pt file is refused unless explicitly allowed
+    with open(tmp_path / "pickled.pt", "wb") as fh:
+        pickle.dump(x, fh)
+    with pytest.raises(InputError, match="pickled"):
+        load_array(tmp_path / "pickled.pt")
+    np.testing.assert_allclose(load_array(tmp_path / "pickled.pt", allow_pickle=True), x)
+    (tmp_path / "labels.txt").write_text("cat dog cat\n")
+    assert list(load_labels(tmp_path / "labels.txt")) == ["cat", "dog", "cat"]
+
+
+def test_metrics_hungarian_rectangular_and_string_labels():
+    truth = np.array(["a", "a", "b", "b", "c", "c"])
+    pred = np.array([5, 5, 7, 7, 7, 9])  # 3 clusters, one class split across two
+    assert cluster_acc(truth, pred) == pytest.approx(5 / 6)
+    extra = np.array([0, 1, 2, 3, 4, 5])  # more clusters than classes: unmatched ones are errors
+    assert cluster_acc(truth, extra) == pytest.approx(3 / 6)
+    result = evaluate(truth, np.array([1, 1, 0, 0, 2, 2]))
+    assert result == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0), "acc": 1.0, "k": 3}
