@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(strip $(FAISS))
 EXPERIMENT ?= demo
 ARGS ?=
 
-.PHONY: install test demo lint format bench features cluster report imagenet50 clean
+.PHONY: install test demo lint format bench features cluster report imagenet50 \
+	check-imagenet50 clean
 
 install: $(STAMP)
 
@@ -31,6 +32,7 @@ format: install
 demo: install
 	$(PY) -m pipeline run configs/demo.yaml $(ARGS)
 
+# EXPERIMENT=name picks configs/<name>.yaml; ARGS="key=value --force" passes more options.
 features: install
 	$(PY) -m pipeline run configs/$(EXPERIMENT).yaml --only features $(ARGS)
 
@@ -40,14 +42,19 @@ cluster: install
 report: install
 	$(PY) -m pipeline run configs/$(EXPERIMENT).yaml --only report $(ARGS)
 
-imagenet50: install
+# The check runs before `install`, so a missing path fails at once (and is testable).
+IMAGENET_EXPERIMENT ?= imagenet50
+check-imagenet50:
 	@if [ -z "$(IMAGENET_ROOT)" ] && [ -z "$(EMBEDDINGS)" ]; then \
-	  echo "make imagenet50: set IMAGENET_ROOT=/path/to/imagenet (with train/<wnid>/*.JPEG)"; \
-	  echo "  or EMBEDDINGS=/path/to/embeddings.{npy,pt,npz} to start from pre-computed features."; \
+	  echo "make imagenet50: set IMAGENET_ROOT=/path/to/imagenet (with train/<wnid>/*.JPEG)" >&2; \
+	  echo "  or EMBEDDINGS=/path/to/embeddings.{npy,pt,npz} (optional LABELS=/path) to start from pre-computed features." >&2; \
 	  exit 2; fi
-	$(PY) -m pipeline run configs/imagenet50.yaml \
+
+imagenet50: check-imagenet50 install
+	$(PY) -m pipeline run configs/$(IMAGENET_EXPERIMENT).yaml \
 	  $(if $(IMAGENET_ROOT),features.data.root=$(IMAGENET_ROOT)) \
-	  $(if $(EMBEDDINGS),features.embeddings=$(EMBEDDINGS)) $(ARGS)
+	  $(if $(EMBEDDINGS),features.embeddings=$(EMBEDDINGS)) \
+	  $(if $(LABELS),features.labels=$(LABELS)) $(ARGS)
 
 bench: install
 	$(PY) bench/bench_clustering.py

@@ -457,10 +457,7 @@ class AEAlternation:
         if t == 0 and alt_dir is not None:
             save_torch(alt_dir / "encoder.pt", ae_state(ae, self.scaler_, after_alternation=-1))
         codes = encode(ae, x)
-        params = dict(self.cluster_params)
-        params["seed"] = int(params["seed"]) + t
-        if t > 0 and cfg.prior_sigma_scale_step:
-            params["prior_sigma_scale"] = params["prior_sigma_scale"] / t
+        params = self._cluster_params_for(t)
         init_means = None
         if t > 0 and cfg.warm_start and prev is not None:
             init_means = cluster_means(codes, prev.labels).cpu().numpy()
@@ -472,19 +469,17 @@ class AEAlternation:
         model = DeepDPM(**params).fit(codes.cpu().numpy(), y, init_means=init_means,
                                       on_epoch=cluster_epoch)
         labels = np.asarray(model.labels_, dtype=np.int64)
-        summary: dict[str, Any] = {
+        summary = {
             "alternation": t, "k": int(model.n_clusters_), "k_used": int(len(np.unique(labels))),
             "init_k": int(params["init_k"] if init_means is None else len(init_means)),
             "prior_sigma_scale": float(params["prior_sigma_scale"]),
-        }
-        if y is not None:
-            summary.update({k: v for k, v in evaluate(y, labels).items() if k != "k"})
-        summary.update({
+            **({k: v for k, v in evaluate(y, labels).items() if k != "k"} if y is not None
+               else {}),
             "recon_loss": ae_log[-1]["recon_loss"] if ae_log else self._pretrain_loss,
             "pull_loss": ae_log[-1]["pull_loss"] if ae_log else float("nan"),
             "ae_seconds": round(ae_seconds, 3),
             "cluster_seconds": round(time.perf_counter() - t1, 3),
-        })
+        }
         if alt_dir is not None:
             save_npy(alt_dir / "labels.npy", labels)
             model.save(str(alt_dir / "deepdpm.pt"))
@@ -496,6 +491,14 @@ class AEAlternation:
             save_text(self.out_dir / "history.csv", _csv_text(self.history_))
         emit({**summary, "stage": "alternation"})
         return _Previous(model, torch.as_tensor(labels, device=self.device_))
+
+    def _cluster_params_for(self, t: int) -> dict[str, Any]:
+        """DeepDPM settings of run t: its own seed, and the authors' prior_sigma_scale / t."""
+        params = dict(self.cluster_params)
+        params["seed"] = int(params["seed"]) + t
+        if t > 0 and self.config.prior_sigma_scale_step:
+            params["prior_sigma_scale"] = params["prior_sigma_scale"] / t
+        return params
 
     def _ae_block(self, t: int, ae: AutoEncoder, x: Tensor, prev: _Previous | None,
                   emit: EpochCallback) -> list[dict[str, float]]:
@@ -539,6 +542,7 @@ class AEAlternation:
         if self.out_dir is None:
             return
         out = self.out_dir
+        save_text(out / "history.csv", _csv_text(self.history_))
         save_torch(out / "encoder.pt", ae_state(self.autoencoder_, self.scaler_))
         last.model.save(str(out / "deepdpm.pt"))
         save_npy(out / "labels.npy", self.labels_)

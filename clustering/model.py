@@ -201,7 +201,7 @@ class DeepDPM:
     def _init_params(self, x: Tensor, init_means: Any) -> None:
         cfg, dim = self.config, x.shape[1]
         if init_means is not None:
-            centres = check_array(init_means, "init_means")
+            centres = check_array(init_means, "init_means", min_rows=1)
             if centres.shape[1] != dim:
                 raise InputError(f"init_means has {centres.shape[1]} columns, X has {dim}")
             centres_t = self.transform_(torch.as_tensor(centres, device=x.device))

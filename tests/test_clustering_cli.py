@@ -71,7 +71,8 @@ def test_cli_bad_inputs_give_one_line_and_status_2(embeddings, capsys):
     np.save(tmp / "short.npy", y[:-1])
     _fails(["fit", str(tmp / "x.npy"), "--labels", str(tmp / "short.npy"), "--out", out], capsys,
            "899 labels")
-    _fails(["fit", str(tmp / "x.npy"), "--out", out, "bogus_key=1"], capsys, "unknown key 'bogus_key'")
+    _fails(["fit", str(tmp / "x.npy"), "--out", out, "bogus_key=1"], capsys,
+           "unknown key 'bogus_key'")
     _fails(["fit", str(tmp / "x.npy"), "--out", out, "init_k=0"], capsys, "init_k")
     _fails(["fit", str(tmp / "x.npy"), "--out", out, "init_k=901"], capsys, "init_k")
     _fails(["fit", str(tmp / "x.npy"), "--out", out, "nu=3"], capsys, "nu must be > D - 1")

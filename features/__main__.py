@@ -1,0 +1,8 @@
+"""`python -m features train|embed ...`."""
+
+import sys
+
+from features.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

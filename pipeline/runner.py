@@ -1,0 +1,135 @@
+"""Run the stages in order, skipping those whose manifest matches their config and inputs.
+
+Rules: a stage reruns when its config section's hash or its inputs' hash (upstream
+outputs' sha256, or input files) differs from its manifest, when an output is missing, or
+when it is forced (`--force`, `--only`, `--from`); once a stage reruns, every later
+selected stage reruns too. Stages that are not selected must already be finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from data.errors import ConfigError, DataNotFoundError
+from data.files import save_text
+from pipeline.config import load_pipeline_config, plain
+from pipeline.manifest import (
+    hash_obj,
+    is_current,
+    outputs_hash,
+    prepare_stage_dir,
+    read_manifest,
+    write_manifest,
+)
+from pipeline.report import config_yaml
+from pipeline.stages import STAGE_LIST
+from pipeline.stages.base import Stage, StageContext
+from pipeline.tracking import Tracker
+
+STAGES = tuple(s.name for s in STAGE_LIST)
+Log = Callable[[str], None]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def select(only: str | None = None, from_stage: str | None = None) -> list[str]:
+    """The stage names a run covers."""
+    if only and from_stage:
+        raise ConfigError("use either --only or --from, not both")
+    for name in (only, from_stage):
+        if name and name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    if only:
+        return [only]
+    return list(STAGES[STAGES.index(from_stage):]) if from_stage else list(STAGES)
+
+
+def _hashes(stage: Stage, ctx: StageContext, selected: list[str], log: Log) -> tuple[str, str]:
+    """(config hash, inputs hash); errors name the stage to run first if inputs are missing."""
+    inputs: dict[str, Any] = {}
+    for up in stage.requires(ctx.cfg):
+        manifest = read_manifest(ctx.stage_dir(up))
+        if manifest is None:
+            raise DataNotFoundError(
+                f"the {stage.name} stage needs the {up} stage's outputs, but "
+                f"{ctx.stage_dir(up)} holds no finished run; run `python -m pipeline run "
+                f"{ctx.config_path} --only {up}` first (or run without --only/--from)")
+        if up not in selected:
+            _warn_if_stale(up, ctx, manifest, log)
+        inputs[up] = outputs_hash(manifest)
+    inputs.update(stage.extra_inputs(ctx.cfg))
+    return hash_obj(stage.config(ctx.cfg)), hash_obj(inputs)
+
+
+def _warn_if_stale(name: str, ctx: StageContext, manifest: dict, log: Log) -> None:
+    stage = next(s for s in STAGE_LIST if s.name == name)
+    if manifest.get("config_hash") != hash_obj(stage.config(ctx.cfg)):
+        log(f"[{name}] warning: its outputs were made with a different {name} config; "
+            "using them anyway (run without --only to bring it up to date)")
+
+
+def _run_stage(stage: Stage, ctx: StageContext, hashes: tuple[str, str], log: Log) -> None:
+    folder = ctx.stage_dir(stage.name)
+    prepare_stage_dir(folder, *hashes, keep=stage.keep)
+    ctx.tracker.start()
+    log(f"[{stage.name}] running -> {folder}")
+    t0 = time.perf_counter()
+    result = stage.run(ctx, folder)
+    seconds = time.perf_counter() - t0
+    write_manifest(folder, stage.name, *hashes, result.outputs, result.artifacts, seconds)
+    brief = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in result.summary.items() if k in ("k", "nmi", "ari", "acc"))
+    log(f"[{stage.name}] done in {seconds:.1f}s" + (f" ({brief})" if brief else ""))
+
+
+def run_pipeline(config_path: str | Path, overrides: Sequence[str] = (), *,
+                 only: str | None = None, from_stage: str | None = None, force: bool = False,
+                 log: Log = _print) -> dict[str, str]:
+    """Run (or skip) each selected stage; returns {stage: "ran"|"skipped"|"disabled"}."""
+    selected = select(only, from_stage)
+    cfg = load_pipeline_config(config_path, list(overrides))
+    root = Path(cfg.output_dir) / str(cfg.experiment)
+    root.mkdir(parents=True, exist_ok=True)
+    save_text(root / "config.yaml", config_yaml(cfg))
+    w = cfg.wandb
+    tracker = Tracker(mode=w.mode, project=w.project, entity=w.entity, group=w.group,
+                      experiment=str(cfg.experiment), root=root,
+                      job_type=only or "pipeline", config=_tracked_config(cfg))
+    ctx = StageContext(cfg=cfg, root=root, tracker=tracker, config_path=Path(config_path))
+    status: dict[str, str] = {}
+    rerun_rest = force or bool(only) or bool(from_stage)
+    try:
+        for stage in STAGE_LIST:
+            if stage.name not in selected:
+                continue
+            if not stage.enabled(cfg):
+                if only == stage.name:
+                    raise ConfigError(f"the {stage.name} stage is disabled; set "
+                                      f"{stage.name}.enabled=true to run it")
+                log(f"[{stage.name}] disabled (set {stage.name}.enabled=true to run it)")
+                status[stage.name] = "disabled"
+                continue
+            hashes = _hashes(stage, ctx, selected, log)
+            if not rerun_rest and is_current(ctx.stage_dir(stage.name), *hashes):
+                log(f"[{stage.name}] up to date, skipped")
+                status[stage.name] = "skipped"
+                continue
+            _run_stage(stage, ctx, hashes, log)
+            status[stage.name] = "ran"
+            rerun_rest = True
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    if tracker.mode != "disabled" and "ran" in status.values():
+        log(f"W&B ({tracker.mode}) run files under {root / 'wandb'}")
+    return status
+
+
+def _tracked_config(cfg: Any) -> dict[str, Any]:
+    return {k: plain(cfg, k) for k in ("features", "cluster", "alternate", "report")}

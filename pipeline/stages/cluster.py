@@ -1,0 +1,40 @@
+"""Cluster stage: DeepDPM on the embeddings; K is inferred, logged every epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from data.files import save_json, save_npy
+from pipeline.config import plain
+from pipeline.stages.base import Stage, StageContext, StageResult, load_features
+
+
+def run(ctx: StageContext, out: Path) -> StageResult:
+    from clustering import DeepDPM
+
+    x, y = load_features(ctx)
+    log = ctx.tracker.stage_log("cluster", out)
+    model = DeepDPM(**plain(ctx.cfg, "cluster")).fit(x, y, on_epoch=log)
+    if not log.rows:  # max_epochs=0 or a fit that reports no epochs: keep the CSV
+        for record in getattr(model, "history_", []):
+            log.log(record)
+    save_npy(out / "labels.npy", model.labels_)
+    model.save(str(out / "model.pt"))
+    metrics = {"k": int(model.n_clusters_), "n": int(x.shape[0]), "dim": int(x.shape[1])}
+    metrics.update({k: v for k, v in (getattr(model, "metrics_", None) or {}).items()
+                    if k != "k"})
+    save_json(out / "metrics.json", metrics)
+    ctx.tracker.summary("cluster", metrics)
+    ctx.tracker.k_chart("cluster", log.rows)
+    outputs = ["labels.npy", "model.pt", "metrics.json", "history.csv"]
+    return StageResult(outputs=outputs, artifacts={"labels": "labels.npy", "model": "model.pt"},
+                       summary=metrics)
+
+
+def _config(cfg: DictConfig) -> dict:
+    return plain(cfg, "cluster")
+
+
+STAGE = Stage(name="cluster", run=run, config=_config, requires=lambda cfg: ("features",))
