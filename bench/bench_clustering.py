@@ -1,7 +1,8 @@
 """Benchmark: DeepDPM vs scikit-learn baselines on synthetic mixtures and MNIST (run by hand).
 
     .venv/bin/python bench/bench_clustering.py [--quick] [--seeds 0 1 2] [--large-seeds 0]
-        [--jobs 1] [--datasets ...] [--methods ...] [--out outputs/bench_clustering/table.md | x.json]
+        [--jobs 1] [--datasets ...] [--methods ...]
+        [--out outputs/bench_clustering/table.md | x.json]
 
 Methods (each run = one fresh subprocess, so its peak memory is its own):
   deepdpm        DeepDPM(seed=s) with every default (init_k=1); extra DeepDPM configs with
@@ -119,6 +120,7 @@ def child(spec: dict) -> dict:
     extra: dict = {}
     if method.startswith("deepdpm"):
         import torch  # noqa: F401
+
         from clustering import DeepDPM
 
         model = DeepDPM(seed=seed, **params)
@@ -279,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 if ds in meta:
                     specs.append({"method": name, "dataset": ds, "seed": 0, "params": params})
         for sp in specs:
-            sp["x"], sp["y"] = str(tmp / f"{sp['dataset']}_x.npy"), str(tmp / f"{sp['dataset']}_y.npy")
+            sp["x"] = str(tmp / f"{sp['dataset']}_x.npy")
+            sp["y"] = str(tmp / f"{sp['dataset']}_y.npy")
         # longest first, so parallel jobs finish together
         cost = {"deepdpm": 3, "bgmm": 2}
         specs.sort(key=lambda s: -(meta[s["dataset"]]["n"]

@@ -48,6 +48,10 @@ class DeepDPMConfig:
     epoch_end_pass: bool = False  # M-step on a fresh no-grad pass instead of the epoch's outputs
     # --- run
     device: str | None = None  # None -> cuda if available else cpu
+    # CPU threads during fit (None: torch's setting). Per-epoch ops are small, and on a
+    # 2-core machine torch's multi-threaded paths (index_add_, reductions) ran 5x slower
+    # than one thread; raise this for large D on many idle cores.
+    cpu_threads: int | None = 1
     seed: int = 0
     verbose: bool = False  # progress bar with the current K
     eval_every: int = 1  # metrics every n epochs when labels are given

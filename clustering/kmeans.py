@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from clustering.niw import group_sum
+
 
 def nearest_centre(x: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
     """(index, squared distance) of each row's nearest centre, chunked over rows."""
@@ -38,7 +40,7 @@ def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, max_iter: in
     labels, dist = nearest_centre(x, centres)
     for _ in range(max_iter):
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        sums = group_sum(x, labels, k)
         empty = counts == 0
         new = sums / counts.clamp_min(1)[:, None]
         if bool(empty.any()):  # repair: move empty centres onto the worst-fitted points
@@ -62,9 +64,7 @@ def two_means_1d(x: Tensor, labels: Tensor, k: int, means: Tensor, directions: T
     side = (t > 0).long()
     for _ in range(iters):
         groups = labels * 2 + side
-        zeros = torch.zeros(2 * k, device=x.device, dtype=t.dtype)
-        cnt = zeros.index_add(0, groups, torch.ones_like(t))
-        tot = zeros.index_add(0, groups, t)
+        cnt, tot = group_sum(torch.stack([torch.ones_like(t), t], 1), groups, 2 * k).T
         c = (tot / cnt.clamp_min(1)).view(k, 2)
         new_side = ((t - c[labels, 1]).abs() < (t - c[labels, 0]).abs()).long()
         if bool((new_side == side).all()):

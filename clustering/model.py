@@ -146,6 +146,24 @@ class DeepDPM:
             bar = tqdm(epochs, desc="DeepDPM", unit="epoch")
             epochs = bar
         t0 = time.perf_counter()
+        threads = torch.get_num_threads()
+        if self.device_.type == "cpu" and cfg.cpu_threads is not None:
+            torch.set_num_threads(cfg.cpu_threads)
+        try:
+            self._train(x, epochs, y_codes, bar, on_epoch, t0)
+        finally:
+            torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
+        self._fitted = True
+        self._export(x)
+        if y_codes is not None:
+            self.metrics_ = evaluate(y_codes, self.labels_)
+        return self
+
+    def _train(self, x: Tensor, epochs: Any, y_codes: np.ndarray | None, bar: Any,
+               on_epoch: EpochCallback | None, t0: float) -> None:
+        cfg = self.config
         for epoch in epochs:
             record = self._run_epoch(x, epoch)
             record["seconds"] = time.perf_counter() - t0
@@ -162,13 +180,6 @@ class DeepDPM:
                                 event=record["event"] or "-")
             if on_epoch is not None:
                 on_epoch({**record, "sizes": sizes})
-        if bar is not None:
-            bar.close()
-        self._fitted = True
-        self._export(x)
-        if y_codes is not None:
-            self.metrics_ = evaluate(y_codes, self.labels_)
-        return self
 
     def fit_predict(self, X: Any, y_eval: Any = None, **kwargs: Any) -> np.ndarray:
         return self.fit(X, y_eval, **kwargs).labels_
@@ -251,9 +262,6 @@ class DeepDPM:
         perm = torch.randperm(n, generator=self._generator, device=x.device)
         n_batches = 0
         batch_size = min(cfg.batch_size, max(16, -(-n // MIN_STEPS_PER_EPOCH)))
-        threads = torch.get_num_threads()
-        if x.device.type == "cpu":  # tiny per-batch ops: thread hand-offs cost more than they save
-            torch.set_num_threads(1)
         for a in range(0, n, batch_size):
             idx = perm[a:a + batch_size]
             xb = x[idx]
@@ -277,7 +285,6 @@ class DeepDPM:
                 self._opt_sub.step()
                 self._sub_resp[idx] = sub_prob.detach()
                 sub_loss_sum += sub_loss.detach()
-        torch.set_num_threads(threads)
         if cfg.epoch_end_pass:
             with torch.no_grad():
                 self._resp = torch.softmax(self._forward_chunks(x), 1)

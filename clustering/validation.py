@@ -85,6 +85,7 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.merge_neighbours >= 1, "merge_neighbours must be >= 1")
     need(cfg.eval_every >= 1, "eval_every must be >= 1")
     need(cfg.kmeans_iters >= 1, "kmeans_iters must be >= 1")
+    need(cfg.cpu_threads is None or cfg.cpu_threads >= 1, "cpu_threads must be >= 1 or null")
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -182,3 +182,15 @@ def test_safe_cholesky_survives_singular_and_indefinite_matrices():
     chol, cov = safe_logdet_cholesky(torch.cat([singular, indefinite]))
     assert torch.isfinite(chol).all()
     np.testing.assert_allclose((chol @ chol.transpose(1, 2)).numpy(), cov.numpy(), atol=1e-9)
+
+
+def test_weighted_grouped_stats_match_dense_weights():
+    rng = np.random.default_rng(8)
+    x = torch.tensor(rng.normal(size=(200, 3)).astype(np.float32))
+    groups = torch.tensor(rng.integers(0, 5, size=200))
+    w = torch.tensor(rng.uniform(size=200).astype(np.float32))
+    dense = torch.zeros(200, 5)
+    dense[torch.arange(200), groups] = w
+    g, d = grouped_stats(x, groups, 5, w), weighted_stats(x, dense)
+    for a, b in ((g.n, d.n), (g.s, d.s), (g.m2, d.m2)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
