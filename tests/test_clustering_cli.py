@@ -100,8 +100,9 @@ def test_file_formats(tmp_path):
     with pytest.raises(InputError, match="name one"):
         load_array(tmp_path / "two.npz")
     np.testing.assert_allclose(load_array(tmp_path / "two.npz", key="other"), x)
+    (tmp_path / "x.csv").write_text("1")
     with pytest.raises(InputError, match="unsupported file type"):
-        load_array(tmp_path / "x.csv") if (tmp_path / "x.csv").write_text("1") else None
+        load_array(tmp_path / "x.csv")
     # a pickled numpy array inside a .pt file is refused unless explicitly allowed
     with open(tmp_path / "pickled.pt", "wb") as fh:
         pickle.dump(x, fh)
