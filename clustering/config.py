@@ -22,7 +22,9 @@ class DeepDPMConfig:
     subcluster_hidden: int = 50  # hidden width of each per-cluster 2-way net
     cluster_lr: float = 1e-3
     subcluster_lr: float = 5e-3
-    transform: str = "none"  # none | normalize (row L2, the authors' default) | standardize
+    # none | normalize (row L2, the authors' default) | standardize | whiten (PCA whitening)
+    transform: str = "none"
+    whiten_dim: int | None = None  # whiten: keep this many principal components (None: all)
     kmeans_iters: int = 50  # cap on the k-means++ Lloyd iterations at init
     # --- NIW prior and Dirichlet process
     alpha: float = 10.0  # DP concentration; enters the Hastings ratios only

@@ -47,17 +47,28 @@ MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets sti
 
 
 class InputTransform:
-    """Row-wise preprocessing fitted on the training data and reused by predict."""
+    """Row-wise preprocessing fitted on the training data and reused by predict.
 
-    def __init__(self, kind: str):
+    `whiten` projects onto the top `whiten_dim` principal components and scales each to unit
+    variance. Self-supervised features often spend most of their variance on a few nuisance
+    directions (pose, stroke width); whitening stops those from dominating the Gaussians.
+    """
+
+    def __init__(self, kind: str, whiten_dim: int | None = None):
         self.kind = kind
+        self.whiten_dim = whiten_dim
+        self.in_dim: int | None = None
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
+        self.proj: Tensor | None = None  # whiten: D x d projection
         self.shift: Tensor | None = None  # centring used internally for float32 accuracy
 
     def fit(self, x: Tensor) -> InputTransform:
+        self.in_dim = x.shape[1]
         if self.kind == "standardize":
             self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-12)
+        elif self.kind == "whiten":
+            self.mean, self.proj = _whitening(x, self.whiten_dim)
         self.shift = self._apply(x).mean(0)
         return self
 
@@ -66,21 +77,40 @@ class InputTransform:
             return F.normalize(x, dim=1)
         if self.kind == "standardize":
             return (x - self.mean) / self.std
+        if self.kind == "whiten":
+            return (x - self.mean) @ self.proj
         return x
 
     def __call__(self, x: Tensor) -> Tensor:
         return self._apply(x) - self.shift
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "mean": self.mean, "std": self.std, "shift": self.shift}
+        return {"kind": self.kind, "whiten_dim": self.whiten_dim, "in_dim": self.in_dim,
+                "mean": self.mean, "std": self.std, "proj": self.proj, "shift": self.shift}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> InputTransform:
-        t = cls(state["kind"])
-        for name in ("mean", "std", "shift"):
-            value = state[name]
+        t = cls(state["kind"], state.get("whiten_dim"))
+        t.in_dim = state.get("in_dim")
+        for name in ("mean", "std", "proj", "shift"):
+            value = state.get(name)
             setattr(t, name, None if value is None else value.to(device))
+        if t.in_dim is None:  # saved before in_dim was recorded: no dimension change then
+            t.in_dim = t.shift.shape[0]
         return t
+
+
+def _whitening(x: Tensor, keep: int | None) -> tuple[Tensor, Tensor]:
+    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
+    x64 = x.double()
+    mean = x64.mean(0)
+    centred = x64 - mean
+    eigval, eigvec = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
+    rank = int((eigval > eigval[0].clamp_min(1e-300) * 1e-10).sum())
+    d = min(rank, keep) if keep is not None else rank
+    proj = eigvec[:, :d] / eigval[:d].sqrt()
+    return mean.to(x.dtype), proj.to(x.dtype)
 
 
 class DeepDPM:
@@ -120,15 +150,16 @@ class DeepDPM:
         if resume:
             if self._train_state is None:
                 raise InputError("resume=True needs a model loaded with DeepDPM.load")
-            if self._train_state["dim"] != dim:
+            fitted_dim = self.transform_.in_dim
+            if fitted_dim != dim:
                 raise InputError(f"X has {dim} columns but the saved model was fitted on "
-                                 f"{self._train_state['dim']}")
+                                 f"{fitted_dim}")
             self._restore_training(self._train_state)
             x = self.transform_(x_raw)
             self._prepare_resume_buffers(x)
             start = self.epoch_ + 1
         else:
-            self.transform_ = InputTransform(cfg.transform).fit(x_raw)
+            self.transform_ = InputTransform(cfg.transform, cfg.whiten_dim).fit(x_raw)
             x = self.transform_(x_raw)
             self._generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
             self.prior_ = self._build_prior(x)
@@ -506,9 +537,9 @@ class DeepDPM:
         if not self._fitted:
             raise InputError("this DeepDPM instance is not fitted yet; call fit(X) first")
         x_np = check_array(X, "X", min_rows=1)
-        if x_np.shape[1] != self._dim:
+        if x_np.shape[1] != self.transform_.in_dim:
             raise InputError(f"X has {x_np.shape[1]} columns but the model was fitted on "
-                             f"{self._dim}")
+                             f"{self.transform_.in_dim}")
         x = self.transform_(torch.as_tensor(x_np, device=self.device_))
         return self._forward_chunks(x)
 

@@ -11,7 +11,7 @@ from clustering.config import DeepDPMConfig
 from data.errors import InputError
 
 MIN_POINTS = 10
-TRANSFORMS = ("none", "normalize", "standardize")
+TRANSFORMS = ("none", "normalize", "standardize", "whiten")
 PRIOR_SIGMA = ("data_var", "isotropic", "data_std")
 PRIOR_MU = ("data_mean", "zero")
 
@@ -69,6 +69,10 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.kappa > 0, f"kappa must be > 0, got {cfg.kappa}")
     need(cfg.prior_sigma_scale > 0, f"prior_sigma_scale must be > 0, got {cfg.prior_sigma_scale}")
     need(cfg.dirichlet_count > 0, f"dirichlet_count must be > 0, got {cfg.dirichlet_count}")
+    need(cfg.whiten_dim is None or (isinstance(cfg.whiten_dim, int) and cfg.whiten_dim >= 1),
+         f"whiten_dim must be None or an int >= 1, got {cfg.whiten_dim!r}")
+    if cfg.transform == "whiten" and cfg.whiten_dim is not None:
+        dim = min(dim, cfg.whiten_dim)  # the clustering sees the whitened dimensions
     need(cfg.nu is None or cfg.nu > dim - 1,
          f"nu must be > D - 1 = {dim - 1} for {dim}-D data, got {cfg.nu}")
     need(cfg.transform in TRANSFORMS,

@@ -54,6 +54,9 @@ class AugmentConfig:
     grayscale: float = 0.2  # probability of converting to grayscale
     blur: float = 0.5  # probability of Gaussian blur
     rotation: float = 0.0  # random rotation by up to +-degrees (0: none)
+    shear: float = 0.0  # random shear by up to +-degrees in x and y (0: none; slant of digits)
+    translate: float = 0.0  # random shift by up to this fraction of the size (0: none)
+    stroke: float = 0.0  # probability of thickening or thinning strokes (3x3 max/min filter)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class TrainConfig:
     momentum_end: float = 1.0
     memory_bank_size: int = 65536  # negatives kept from earlier batches (0: in-batch only)
     temperature: float = 0.2
+    symmetric: bool = False  # also score view 2's query against view 1's key (twice the work)
     num_workers: int = 4
     device: str | None = None  # None: cuda if available, else cpu
     amp: bool = True  # mixed precision (CUDA only)
@@ -129,6 +133,10 @@ def check_config(cfg: DictConfig) -> None:
                           "be >= 0")
     if not 0 <= cfg.train.momentum_start <= cfg.train.momentum_end <= 1:
         raise ConfigError("need 0 <= train.momentum_start <= train.momentum_end <= 1")
+    a = cfg.augment
+    if not (0 <= a.shear < 90 and 0 <= a.translate < 1 and 0 <= a.stroke <= 1):
+        raise ConfigError(f"augment: need 0 <= shear < 90 (got {a.shear}), 0 <= translate < 1 "
+                          f"(got {a.translate}) and 0 <= stroke <= 1 (got {a.stroke})")
     if not 0 < cfg.augment.min_scale <= 1:
         raise ConfigError(f"augment.min_scale={cfg.augment.min_scale}: must lie in (0, 1]")
 

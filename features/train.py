@@ -108,20 +108,31 @@ class MoCoTrainer:
             return nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
+    def _keys(self, x_key: torch.Tensor) -> torch.Tensor:
+        """Momentum-encoder outputs; shuffled so BN statistics cannot leak the pairing."""
+        with torch.no_grad():
+            shuffled, order = batch_shuffle(x_key, distributed=self.rt.distributed)
+            return batch_unshuffle(self.momentum(shuffled), order,
+                                   distributed=self.rt.distributed)
+
     def train_step(self, x_query: torch.Tensor, x_key: torch.Tensor) -> torch.Tensor:
-        """One MoCo step: EMA update, keys from the momentum encoder, loss, SGD step."""
+        """One MoCo step: EMA update, keys from the momentum encoder, loss, SGD step.
+
+        With `train.symmetric` both views serve as query and as key (as lightly's MoCo
+        benchmarks do): the two directions go through the encoders as one batch, so the
+        bank gets both views' keys only after the loss, never a key of a query's own image.
+        """
         m = cosine_schedule(self.step, max(1, self.total_steps), self.cfg.train.momentum_start,
                             self.cfg.train.momentum_end)
         update_momentum(self.encoder, self.momentum, m)
         dev, fmt = self.rt.device, self.memory_format
         x_query = x_query.to(dev, non_blocking=True, memory_format=fmt)
         x_key = x_key.to(dev, non_blocking=True, memory_format=fmt)
+        if self.cfg.train.symmetric:
+            x_query, x_key = torch.cat([x_query, x_key]), torch.cat([x_key, x_query])
         with self._autocast():
             query = self.query(x_query)
-            with torch.no_grad():  # shuffled keys: BN statistics cannot leak the pairing
-                shuffled, order = batch_shuffle(x_key, distributed=self.rt.distributed)
-                key = batch_unshuffle(self.momentum(shuffled), order,
-                                      distributed=self.rt.distributed)
+            key = self._keys(x_key)
         loss = self.criterion(query.float(), key.float())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

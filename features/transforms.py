@@ -1,12 +1,20 @@
-"""Image transforms: two augmented views for training, one deterministic view for embedding."""
+"""Image transforms: two augmented views for training, one deterministic view for embedding.
+
+The views are lightly's MoCo v2 views. For handwriting, the `augment` config can put a
+random shear, shift and stroke-width change in front of them: slant, position and pen
+width are what varies most between two drawings of the same digit, so making them
+nuisances the encoder must ignore is what makes the features group by digit.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torchvision.transforms as T
 from lightly.transforms import MoCoV2Transform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL import Image, ImageFilter
 
 GRAY_NORMALIZE = {"mean": [0.5], "std": [0.5]}
 
@@ -16,10 +24,42 @@ def normalization(channels: int) -> dict[str, list[float]]:
     return IMAGENET_NORMALIZE if channels == 3 else GRAY_NORMALIZE
 
 
+class RandomStroke:
+    """With probability `p`, thicken (3x3 max filter) or thin (3x3 min filter) the strokes.
+
+    Assumes light strokes on a dark background, as the digits are.
+    """
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        draw = torch.rand(2).tolist()  # torch's RNG, seeded like torchvision's transforms
+        if draw[0] >= self.p:
+            return image
+        grow = draw[1] < 0.5
+        return image.filter(ImageFilter.MaxFilter(3) if grow else ImageFilter.MinFilter(3))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+def shape_transforms(aug: Any) -> list[Any]:
+    """The optional shear / shift / stroke-width steps, in front of each MoCo view."""
+    steps: list[Any] = []
+    shear, shift = float(aug.shear), float(aug.translate)
+    if shear > 0 or shift > 0:
+        steps.append(T.RandomAffine(degrees=0, translate=(shift, shift) if shift > 0 else None,
+                                    shear=(-shear, shear, -shear, shear) if shear > 0 else None))
+    if aug.stroke > 0:
+        steps.append(RandomStroke(float(aug.stroke)))
+    return steps
+
+
 def train_transform(aug: Any, image_size: int, channels: int) -> MoCoV2Transform:
     """lightly's MoCo v2 two-view transform with the `augment` config's strengths."""
     rotation = float(aug.rotation)
-    return MoCoV2Transform(
+    transform = MoCoV2Transform(
         input_size=image_size,
         cj_prob=float(aug.color_jitter),
         cj_strength=float(aug.jitter_strength),
@@ -31,6 +71,10 @@ def train_transform(aug: Any, image_size: int, channels: int) -> MoCoV2Transform
         rr_degrees=rotation if rotation > 0 else None,
         normalize=normalization(channels),
     )
+    steps = shape_transforms(aug)
+    if steps:
+        transform.transforms = [T.Compose([*steps, view]) for view in transform.transforms]
+    return transform
 
 
 def eval_transform(image_size: int, channels: int) -> T.Compose:

@@ -86,6 +86,30 @@ def test_save_load_round_trip_and_resume(mixture, tmp_path):
     assert resumed.metrics_["nmi"] > 0.9
 
 
+def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
+    # 4 clusters in 6 dims, plus 2 columns of wide unimodal noise that dominate the variance
+    x, y = mixture(2000, 6, 4, seed=13)
+    rng = np.random.default_rng(0)
+    nuisance = rng.normal(size=(2000, 2)) * 40.0
+    mixing = np.linalg.qr(rng.normal(size=(8, 8)))[0]  # rotate, so no column is clean
+    data = (np.hstack([x, nuisance]) @ mixing).astype(np.float32)
+    plain = DeepDPM(init_k=1, seed=0, **FAST).fit(data, y)
+    assert plain.metrics_["nmi"] < 0.5  # the wide noise hides the clusters from the prior
+    white = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=8, **FAST).fit(data, y)
+    assert white.n_clusters_ == 4 and white.metrics_["nmi"] > 0.9
+    assert white.means_.shape == (4, 8)
+    projected = white.transform_(torch.as_tensor(data))
+    np.testing.assert_allclose(np.cov(projected.numpy().T), np.eye(8), atol=1e-3)
+    # fewer components: the model works in whiten_dim dimensions, predict takes raw rows
+    small = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=3, **FAST).fit(data, y)
+    assert small.means_.shape[1] == 3 and small.predict(data).shape == (2000,)
+    path = tmp_path / "white.pt"
+    small.save(path)
+    np.testing.assert_array_equal(DeepDPM.load(path).predict(data), small.predict(data))
+    with pytest.raises(InputError, match="fitted on 8"):
+        small.predict(data[:, :6])
+
+
 def test_warm_start_from_given_means(mixture):
     x, y = mixture(1500, 4, 5, seed=11)
     means = np.stack([x[y == k].mean(0) for k in range(5)])
@@ -133,6 +157,9 @@ def test_subnet_surgery_keeps_survivors_and_their_adam_moments():
         (np.random.default_rng(0).normal(size=(30, 2)), {"init_k": 31}, "init_k"),
         (np.random.default_rng(0).normal(size=(30, 4)), {"nu": 3.0}, "nu must be > D - 1"),
         (np.random.default_rng(0).normal(size=(30, 2)), {"transform": "bogus"}, "transform"),
+        (np.random.default_rng(0).normal(size=(30, 2)), {"whiten_dim": 0}, "whiten_dim"),
+        (np.random.default_rng(0).normal(size=(30, 6)), {"transform": "whiten", "whiten_dim": 3,
+                                                         "nu": 1.5}, "nu must be > D - 1 = 2"),
         (np.array([["a", "b"]] * 20), {}, "numeric"),
     ],
 )

@@ -240,3 +240,50 @@ def test_config_schema_defaults_and_shipped_configs() -> None:
     inet = load_config(FeaturesConfig, [REPO / "configs" / "features_imagenet50.yaml"])
     assert inet.model.backbone == "resnet50" and inet.embed.output == "head"
     assert inet.model.head_output_dim == 128 and inet.data.image_size == 224
+
+
+def test_stroke_augmentation_thickens_or_thins_digit_strokes() -> None:
+    from features.transforms import RandomStroke
+
+    image = np.zeros((12, 12), dtype=np.uint8)
+    image[3:9, 5:7] = 255  # a 2-pixel-wide vertical stroke
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(20):
+        seen.add(int((np.asarray(RandomStroke(1.0)(Image.fromarray(image))) > 0).sum()))
+    assert seen == {0, 4 * 8}  # thinned away (2 px wide) or grown to 4 x 8 pixels
+    assert (np.asarray(RandomStroke(0.0)(Image.fromarray(image))) == image).all()
+
+
+def test_shape_augmentations_make_two_different_views_of_the_right_size() -> None:
+    from features.transforms import train_transform
+
+    cfg = as_config({"augment": {"hflip": 0.0, "color_jitter": 0.0, "grayscale": 0.0,
+                                 "blur": 0.0, "min_scale": 1.0, "shear": 20.0,
+                                 "translate": 0.2, "stroke": 1.0}})
+    transform = train_transform(cfg.augment, 28, 1)
+    assert "RandomAffine" in repr(transform.transforms[0])
+    image = Image.fromarray((np.arange(28 * 28) % 251).reshape(28, 28).astype(np.uint8))
+    torch.manual_seed(0)
+    first, second = transform(image)
+    assert first.shape == second.shape == (1, 28, 28)
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("key, value", [("shear", 95.0), ("translate", 1.5), ("stroke", 2.0)])
+def test_bad_shape_augmentation_is_named(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"{key}"):
+        as_config({"augment": {key: value}})
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_symmetric_loss_banks_both_views_keys(folder: Path, tmp_path: Path,
+                                              symmetric: bool) -> None:
+    cfg = tiny_cfg(root=str(folder))
+    cfg["train"].update(max_steps=1, symmetric=symmetric)
+    records: list[dict] = []
+    train_moco(cfg, tmp_path / "run", progress=False, on_epoch=records.append)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    batch = cfg["train"]["batch_size"]
+    assert int(state["memory_bank"]["ptr"]) == (2 * batch if symmetric else batch)
+    assert np.isfinite(records[0]["loss"])
