@@ -49,7 +49,8 @@ from clustering.autoencoder import (
 from clustering.config import DeepDPMConfig
 from clustering.metrics import evaluate
 from clustering.model import DeepDPM
-from clustering.validation import check_array, check_labels, resolve_device
+from clustering.validation import check_array, check_labels
+from data.devices import resolve_device
 from data.errors import ConfigError, InputError
 from data.files import save_json, save_npy, save_text, save_torch
 

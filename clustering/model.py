@@ -38,7 +38,8 @@ from clustering.niw import (
     map_params,
     weighted_stats,
 )
-from clustering.validation import check_array, check_config, check_labels, resolve_device
+from clustering.validation import check_array, check_config, check_labels
+from data.devices import resolve_device
 from data.errors import InputError
 
 EpochCallback = Callable[[dict[str, Any]], None]

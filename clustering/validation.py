@@ -92,14 +92,3 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.cpu_threads is None or cfg.cpu_threads >= 1, "cpu_threads must be >= 1 or null")
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """None -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
-    return dev

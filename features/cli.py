@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from data.errors import DeepDPMError
 from features.config import check_config, load_features_config
+from features.runtime import env_rank
 
 DEFAULT_OUT = "outputs/features"
 
@@ -91,5 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(result)
+    if env_rank() == 0:  # under torchrun only rank 0 writes, so only it reports
+        print(result)
     return 0

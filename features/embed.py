@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from data.config import to_container
+from data.devices import resolve_device
 from data.errors import InputError
 from data.files import save_json, save_npy, save_text
 from data.sources import build_dataset, default_image_size
@@ -26,7 +27,7 @@ from features.checkpoint import encoder_from_checkpoint, load_checkpoint
 from features.config import as_config
 from features.loader import batches, make_loader
 from features.models import MoCoEncoder, build_encoder
-from features.runtime import env_rank, env_world_size, resolve_device
+from features.runtime import env_rank, env_world_size
 from features.transforms import eval_transform
 
 
@@ -90,7 +91,7 @@ def embed_dataset(checkpoint: Path | None, cfg: Any, out_dir: Path) -> Path:
     if env_world_size() > 1 and env_rank() != 0:
         return out_dir
     start = time.perf_counter()
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     image_size = default_image_size(cfg.data)
     dataset = build_dataset(cfg.data)
     checkpoint = Path(checkpoint) if checkpoint is not None else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from data.errors import ConfigError
+from data.devices import resolve_device
 
 
 @dataclass
@@ -34,19 +34,6 @@ class Runtime:
         return self.rank == 0
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """None -> cuda when available, else cpu; an unavailable explicit choice is an error."""
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device={name!r}: not a device (use cpu, cuda, cuda:1)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine")
-    return device
-
-
 def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -59,9 +46,9 @@ def setup_runtime(device_name: str | None) -> Runtime:
     """A single-process runtime, or join/create the process group torchrun describes."""
     world = env_world_size()
     if world <= 1:
-        return Runtime(resolve_device(device_name))
+        return Runtime(resolve_device(device_name, "train.device"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "train.device")
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -179,3 +179,14 @@ def test_bad_labels_and_parameters(mixture):
     model = DeepDPM(max_epochs=2).fit(x)
     with pytest.raises(InputError, match="columns"):
         model.predict(x[:, :1])
+
+
+def test_bad_device_is_named():
+    from data.errors import ConfigError
+
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(ConfigError, match="device='bogus': not a device"):
+        DeepDPM(max_epochs=1, device="bogus").fit(x)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device='cuda': CUDA is not available"):
+            DeepDPM(max_epochs=1, device="cuda").fit(x)

@@ -287,3 +287,23 @@ def test_symmetric_loss_banks_both_views_keys(folder: Path, tmp_path: Path,
     batch = cfg["train"]["batch_size"]
     assert int(state["memory_bank"]["ptr"]) == (2 * batch if symmetric else batch)
     assert np.isfinite(records[0]["loss"])
+
+
+def test_torchrun_two_cpu_processes_share_one_model_and_bank(folder: Path,
+                                                             tmp_path: Path) -> None:
+    """DDP on CPU (Gloo): the data is sharded, keys are gathered, only rank 0 writes."""
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "features", "train", "--data", str(folder), "--out", str(out), "--quiet",
+         "data.image_size=16", "model.width=8", "model.head_hidden_dim=32",
+         "model.head_output_dim=16", "augment.blur=0", "train.epochs=2", "train.batch_size=4",
+         "train.num_workers=0", "train.memory_bank_size=32", "train.device=cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(out / "checkpoint.pt")]  # printed by rank 0 only
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    per_rank_steps = (3 * PER_CLASS // 2) // 4  # 18 images, 9 per rank, batches of 4
+    assert state["epoch"] == 2 and state["global_step"] == 2 * per_rank_steps
+    # every step banks the keys of both ranks: 2 ranks x 4 keys per step, ring of 32
+    assert int(state["memory_bank"]["ptr"]) == (2 * per_rank_steps * 2 * 4) % 32
