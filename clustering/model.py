@@ -101,14 +101,23 @@ class InputTransform:
         return t
 
 
-def _whitening(x: Tensor, keep: int | None) -> tuple[Tensor, Tensor]:
-    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
-    x64 = x.double()
-    mean = x64.mean(0)
-    centred = x64 - mean
-    eigval, eigvec = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+def _whitening(x: Tensor, keep: int | None, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance.
+
+    The covariance is accumulated in float64 chunks, so large X is never copied whole.
+    """
+    mean = x.double().mean(0) if len(x) <= chunk else sum(
+        x[a:a + chunk].double().sum(0) for a in range(0, len(x), chunk)) / len(x)
+    scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for a in range(0, len(x), chunk):
+        part = x[a:a + chunk].double() - mean
+        scatter += part.T @ part
+    eigval, eigvec = torch.linalg.eigh(scatter / max(len(x) - 1, 1))
     eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
-    rank = int((eigval > eigval[0].clamp_min(1e-300) * 1e-10).sum())
+    top = float(eigval[0])
+    rank = int((eigval > max(top * 1e-10, 1e-30)).sum()) if top > 0 else 0
+    if rank == 0:
+        raise InputError("transform='whiten': X has no variance (all rows are equal)")
     d = min(rank, keep) if keep is not None else rank
     proj = eigvec[:, :d] / eigval[:d].sqrt()
     return mean.to(x.dtype), proj.to(x.dtype)
@@ -151,7 +160,8 @@ class DeepDPM:
         if resume:
             if self._train_state is None:
                 raise InputError("resume=True needs a model loaded with DeepDPM.load")
-            fitted_dim = self.transform_.in_dim
+            saved = self._train_state["transform"]
+            fitted_dim = saved.get("in_dim") or self._train_state["dim"]
             if fitted_dim != dim:
                 raise InputError(f"X has {dim} columns but the saved model was fitted on "
                                  f"{fitted_dim}")
@@ -242,11 +252,12 @@ class DeepDPM:
         return NIWPrior(m0=m0, psi=psi, nu=nu, kappa=cfg.kappa)
 
     def _init_params(self, x: Tensor, init_means: Any) -> None:
-        cfg, dim = self.config, x.shape[1]
+        cfg, dim = self.config, x.shape[1]  # dim: after the transform
         if init_means is not None:
             centres = check_array(init_means, "init_means", min_rows=1)
-            if centres.shape[1] != dim:
-                raise InputError(f"init_means has {centres.shape[1]} columns, X has {dim}")
+            raw_dim = self.transform_.in_dim
+            if centres.shape[1] != raw_dim:
+                raise InputError(f"init_means has {centres.shape[1]} columns, X has {raw_dim}")
             centres_t = self.transform_(torch.as_tensor(centres, device=x.device))
             labels, _ = nearest_centre(x, centres_t)
             k = centres.shape[0]

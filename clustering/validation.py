@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -69,12 +70,17 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.kappa > 0, f"kappa must be > 0, got {cfg.kappa}")
     need(cfg.prior_sigma_scale > 0, f"prior_sigma_scale must be > 0, got {cfg.prior_sigma_scale}")
     need(cfg.dirichlet_count > 0, f"dirichlet_count must be > 0, got {cfg.dirichlet_count}")
-    need(cfg.whiten_dim is None or (isinstance(cfg.whiten_dim, int) and cfg.whiten_dim >= 1),
-         f"whiten_dim must be None or an int >= 1, got {cfg.whiten_dim!r}")
-    if cfg.transform == "whiten" and cfg.whiten_dim is not None:
-        dim = min(dim, cfg.whiten_dim)  # the clustering sees the whitened dimensions
+    wd = cfg.whiten_dim
+    need(wd is None or (isinstance(wd, numbers.Integral) and not isinstance(wd, bool)
+                        and wd >= 1), f"whiten_dim must be None or an int >= 1, got {wd!r}")
+    need(wd is None or cfg.transform == "whiten",
+         f"whiten_dim={wd} is only used with transform='whiten' (transform is "
+         f"{cfg.transform!r})")
+    space = f"{dim}-D data"
+    if cfg.transform == "whiten" and wd is not None and wd < dim:
+        dim, space = int(wd), f"{wd} whitened dimensions"  # what the clustering sees
     need(cfg.nu is None or cfg.nu > dim - 1,
-         f"nu must be > D - 1 = {dim - 1} for {dim}-D data, got {cfg.nu}")
+         f"nu must be > D - 1 = {dim - 1} for {space}, got {cfg.nu}")
     need(cfg.transform in TRANSFORMS,
          f"transform must be one of {TRANSFORMS}, got {cfg.transform!r}")
     need(cfg.prior_sigma_choice in PRIOR_SIGMA,
@@ -90,5 +96,3 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.eval_every >= 1, "eval_every must be >= 1")
     need(cfg.kmeans_iters >= 1, "kmeans_iters must be >= 1")
     need(cfg.cpu_threads is None or cfg.cpu_threads >= 1, "cpu_threads must be >= 1 or null")
-
-

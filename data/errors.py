@@ -17,5 +17,5 @@ class DataNotFoundError(InputError, FileNotFoundError):
     """A file or data set that should exist does not (the message says where to put it)."""
 
 
-class ConfigError(DeepDPMError, ValueError):
-    """An unknown or invalid configuration key or value."""
+class ConfigError(InputError):
+    """An unknown or invalid configuration key or value (a kind of bad input)."""

@@ -134,9 +134,11 @@ def check_config(cfg: DictConfig) -> None:
     if not 0 <= cfg.train.momentum_start <= cfg.train.momentum_end <= 1:
         raise ConfigError("need 0 <= train.momentum_start <= train.momentum_end <= 1")
     a = cfg.augment
-    if not (0 <= a.shear < 90 and 0 <= a.translate < 1 and 0 <= a.stroke <= 1):
-        raise ConfigError(f"augment: need 0 <= shear < 90 (got {a.shear}), 0 <= translate < 1 "
-                          f"(got {a.translate}) and 0 <= stroke <= 1 (got {a.stroke})")
+    for key, ok, bounds in (("shear", 0 <= a.shear < 90, "[0, 90) degrees"),
+                            ("translate", 0 <= a.translate < 1, "[0, 1)"),
+                            ("stroke", 0 <= a.stroke <= 1, "[0, 1]")):
+        if not ok:
+            raise ConfigError(f"augment.{key}={a[key]}: must lie in {bounds}")
     if not 0 < cfg.augment.min_scale <= 1:
         raise ConfigError(f"augment.min_scale={cfg.augment.min_scale}: must lie in (0, 1]")
 

@@ -109,7 +109,12 @@ class MoCoTrainer:
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def _keys(self, x_key: torch.Tensor) -> torch.Tensor:
-        """Momentum-encoder outputs; shuffled so BN statistics cannot leak the pairing."""
+        """Momentum-encoder outputs.
+
+        Under DDP the batch is shuffled across processes (MoCo's shuffle-BN), so a key's BN
+        statistics come from other images than its query's; on one process the shuffle
+        changes nothing.
+        """
         with torch.no_grad():
             shuffled, order = batch_shuffle(x_key, distributed=self.rt.distributed)
             return batch_unshuffle(self.momentum(shuffled), order,
@@ -119,8 +124,9 @@ class MoCoTrainer:
         """One MoCo step: EMA update, keys from the momentum encoder, loss, SGD step.
 
         With `train.symmetric` both views serve as query and as key (as lightly's MoCo
-        benchmarks do): the two directions go through the encoders as one batch, so the
-        bank gets both views' keys only after the loss, never a key of a query's own image.
+        benchmarks do). The two directions go through the encoders as one batch, so the
+        bank gets both views' keys only after the loss, never a key of a query's own image;
+        BN then sees both views of each image in one batch, as in SimCLR.
         """
         m = cosine_schedule(self.step, max(1, self.total_steps), self.cfg.train.momentum_start,
                             self.cfg.train.momentum_end)

@@ -8,7 +8,7 @@ import torch
 
 from clustering import DeepDPM
 from clustering.nets import SubclusterNets, remap_subcluster_nets
-from data.errors import InputError
+from data.errors import ConfigError, InputError
 
 FAST = {"max_epochs": 90, "batch_size": 256}
 
@@ -108,6 +108,12 @@ def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
     np.testing.assert_array_equal(DeepDPM.load(path).predict(data), small.predict(data))
     with pytest.raises(InputError, match="fitted on 8"):
         small.predict(data[:, :6])
+    # a warm start takes means in the raw space, as predict takes raw rows
+    raw_means = np.stack([data[y == k].mean(0) for k in range(4)])
+    warm = DeepDPM(seed=0, max_epochs=20, transform="whiten", whiten_dim=3)
+    assert warm.fit(data, y, init_means=raw_means).n_clusters_ == 4
+    with pytest.raises(InputError, match="init_means has 3 columns, X has 8"):
+        warm.fit(data, init_means=raw_means[:, :3])
 
 
 def test_warm_start_from_given_means(mixture):
@@ -158,8 +164,11 @@ def test_subnet_surgery_keeps_survivors_and_their_adam_moments():
         (np.random.default_rng(0).normal(size=(30, 4)), {"nu": 3.0}, "nu must be > D - 1"),
         (np.random.default_rng(0).normal(size=(30, 2)), {"transform": "bogus"}, "transform"),
         (np.random.default_rng(0).normal(size=(30, 2)), {"whiten_dim": 0}, "whiten_dim"),
+        (np.random.default_rng(0).normal(size=(30, 2)), {"whiten_dim": 2},
+         "only used with transform='whiten'"),
+        (np.ones((30, 3)), {"transform": "whiten"}, "X has no variance"),
         (np.random.default_rng(0).normal(size=(30, 6)), {"transform": "whiten", "whiten_dim": 3,
-                                                         "nu": 1.5}, "nu must be > D - 1 = 2"),
+                                                         "nu": 1.5}, "= 2 for 3 whitened dim"),
         (np.array([["a", "b"]] * 20), {}, "numeric"),
     ],
 )
@@ -182,8 +191,6 @@ def test_bad_labels_and_parameters(mixture):
 
 
 def test_bad_device_is_named():
-    from data.errors import ConfigError
-
     x = np.random.default_rng(0).normal(size=(30, 2))
     with pytest.raises(ConfigError, match="device='bogus': not a device"):
         DeepDPM(max_epochs=1, device="bogus").fit(x)
