@@ -106,10 +106,10 @@ def _whitening(x: Tensor, keep: int | None, chunk: int = 65536) -> tuple[Tensor,
 
     The covariance is accumulated in float64 chunks, so large X is never copied whole.
     """
-    mean = x.double().mean(0) if len(x) <= chunk else sum(
-        x[a:a + chunk].double().sum(0) for a in range(0, len(x), chunk)) / len(x)
+    starts = range(0, len(x), chunk)
+    mean = sum(x[a:a + chunk].double().sum(0) for a in starts) / len(x)
     scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    for a in range(0, len(x), chunk):
+    for a in starts:
         part = x[a:a + chunk].double() - mean
         scatter += part.T @ part
     eigval, eigvec = torch.linalg.eigh(scatter / max(len(x) - 1, 1))
