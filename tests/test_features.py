@@ -255,7 +255,7 @@ def test_stroke_augmentation_thickens_or_thins_digit_strokes() -> None:
     assert (np.asarray(RandomStroke(0.0)(Image.fromarray(image))) == image).all()
 
 
-def test_shape_augmentations_make_two_different_views_of_the_right_size() -> None:
+def test_shape_augmentations_run_in_front_of_each_moco_view() -> None:
     from features.transforms import train_transform
 
     cfg = as_config({"augment": {"hflip": 0.0, "color_jitter": 0.0, "grayscale": 0.0,
