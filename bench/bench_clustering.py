@@ -11,6 +11,7 @@ Methods (each run = one fresh subprocess, so its peak memory is its own):
                  3 x true K (30), full covariances, max_iter=1000, tol=1e-3, k-means init.
   gmm_trueK      sklearn GaussianMixture(n_components=true K, full, max_iter=500).
   kmeans_trueK   sklearn KMeans(n_clusters=true K, n_init=10).
+  hdbscan        sklearn HDBSCAN with every default (noise scored as one more cluster).
 Data sets (written once to a temp dir as float32 .npy, loaded by each child):
   syn10k, syn70k     10 Gaussians in 10-D, balanced (means ~ N(0, 4^2 I), random full
                      covariances A A^T / D + 0.3 I with A ~ N(0, 1)), data seed 0.
@@ -19,6 +20,10 @@ Data sets (written once to a temp dir as float32 .npy, loaded by each child):
                      centred, projected on their top-10 principal components (SVD; the same
                      as PCA-50 followed by PCA-10).
   mnist_moco         outputs/bench_features/{embeddings,labels}.npy when that file exists.
+  <name>             every outputs/dev_sets/<name>.npz written by bench/dev_sets.py (the
+                     realistic development sets: AE+UMAP digits, MoCo, curved, heavy-
+                     tailed, elongated, 100:1 sizes, 50 clusters in 128-D).
+  --init-ks 1 3 10 30 runs DeepDPM once per K_init (rows deepdpm_k1 ...).
 Per run: fit wall time, fit CPU time (process_time: all threads), peak RSS of the child
 (VmHWM, reset just before fit) and its increase over the RSS before fit, NMI/ARI/ACC and
 K (= distinct predicted labels) from `clustering.metrics.evaluate`. Results are appended to
@@ -45,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 TRUE_K = 10
 MOCO = ROOT / "outputs" / "bench_features"
+DEV_SETS = ROOT / "outputs" / "dev_sets"
 
 
 # ----------------------------------------------------------------------------- data
@@ -90,6 +96,8 @@ def build_datasets(names: list[str], quick: bool, folder: Path) -> dict[str, dic
             return (load_array(MOCO / "embeddings.npy").astype(np.float32),
                     load_labels(MOCO / "labels.npy"))
         makers["mnist_moco"] = moco
+    for f in sorted(DEV_SETS.glob("*.npz")):  # bench/dev_sets.py
+        makers.setdefault(f.stem, lambda f=f: (np.load(f)["x"], np.load(f)["y"]))
     out = {}
     for name in names:
         if name not in makers:
@@ -139,6 +147,10 @@ def child(spec: dict) -> dict:
                                     max_iter=500, random_state=seed)
         elif method == "kmeans_trueK":
             model = KMeans(n_clusters=k_true, n_init=10, random_state=seed)
+        elif method == "hdbscan":
+            from sklearn.cluster import HDBSCAN
+
+            model = HDBSCAN()  # every default; noise (-1) is scored as one more cluster
         else:
             raise SystemExit(f"unknown method {method}")
         fit = lambda: model.fit(x)  # noqa: E731
@@ -158,12 +170,15 @@ def child(spec: dict) -> dict:
         pred = model.labels_
         extra = {"n_clusters_": int(model.n_clusters_),
                  "k_trace": [int(h["k"]) for h in model.history_],
+                 "log_joint": [h["log_joint"] for h in model.history_],
+                 "cluster_loss": model.history_[-1]["cluster_loss"],
+                 "subcluster_loss": model.history_[-1]["subcluster_loss"],
                  "events": [(h["epoch"], h["event"], h["splits_accepted"],
                              h["merges_accepted"]) for h in model.history_
                             if h["splits_accepted"] or h["merges_accepted"]]}
     else:
-        pred = model.predict(x)
-        if method != "kmeans_trueK":
+        pred = model.labels_ if method == "hdbscan" else model.predict(x)
+        if method in ("bgmm", "gmm_trueK"):
             extra = {"converged": bool(model.converged_), "n_iter": int(model.n_iter_)}
     m = evaluate(y, pred)
     return {**{k: spec[k] for k in ("method", "dataset", "seed")}, "params": params,
@@ -240,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", nargs="*", default=[],
                    help="extra DeepDPM rows 'name:key=val,...' run on --extra-datasets, seed 0")
     p.add_argument("--extra-datasets", nargs="+", default=["syn10k"])
+    p.add_argument("--init-ks", type=int, nargs="+", default=None,
+                   help="run `deepdpm` once per K_init (methods deepdpm_k1, deepdpm_k3, ...)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     p.add_argument("--out", default="outputs/bench_clustering/table.md")
     p.add_argument("--from-jsonl", help="only re-render the table from a results .jsonl")
@@ -269,8 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         for ds in meta:
             for mth in args.methods:
                 big = ds.startswith("syn70k") and mth in ("deepdpm", "bgmm")
-                for s in (large_seeds if big else seeds):
-                    specs.append({"method": mth, "dataset": ds, "seed": s})
+                variants = [(mth, {})]
+                if mth == "deepdpm" and args.init_ks:
+                    variants = [(f"deepdpm_k{k}", {"init_k": k}) for k in args.init_ks]
+                for name, params in variants:
+                    for s in (large_seeds if big else seeds):
+                        specs.append({"method": name, "dataset": ds, "seed": s,
+                                      "params": params})
         for item in args.extra:
             name, _, kv = item.partition(":")
             params = {}

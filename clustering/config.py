@@ -26,13 +26,20 @@ class DeepDPMConfig:
     transform: str = "none"
     whiten_dim: int | None = None  # whiten: keep this many principal components (None: all)
     kmeans_iters: int = 50  # cap on the k-means++ Lloyd iterations at init
+    # start from the k-means partition with the highest log joint among K = init_k and
+    # K = 1, 2, 4, ... sqrt(n): the local split/merge moves cannot cross the barrier that
+    # high-dimensional data puts between K = 1 and many small clusters
+    init_search: bool = True
     # --- NIW prior and Dirichlet process
     alpha: float = 10.0  # DP concentration; enters the Hastings ratios only
     kappa: float = 1e-4
     nu: float | None = None  # None -> D + 2; must be > D - 1
-    # data_var (scale * mean variance * I) | isotropic (scale * I) | data_std
-    prior_sigma_choice: str = "data_var"
-    prior_sigma_scale: float = 0.005
+    # data_cov (scale * covariance of X) | data_var (scale * mean variance * I) |
+    # isotropic (scale * I) | data_std (scale * diag(std)). data_cov with scale 1 (the
+    # prior scikit-learn's BayesianGaussianMixture uses) expects clusters no wider than the
+    # data; it does not depend on the data's units or orientation (docs/benchmarks.md)
+    prior_sigma_choice: str = "data_cov"
+    prior_sigma_scale: float = 1.0
     prior_mu: str = "data_mean"  # data_mean | zero
     dirichlet_count: float = 1.0  # Dirichlet posterior on counts: (r_k + a) / (N + K a)
     # --- schedule (epochs)
@@ -45,9 +52,19 @@ class DeepDPMConfig:
     split_min_size: int = 5  # clusters smaller than this are never split
     subcluster_min_size: int = 5  # each child must have more points than this
     merge_neighbours: int = 2  # merge candidates per cluster (FAISS kNN on the means)
+    # report clusters, not components: components that share a mode of the fitted
+    # density (a heavy-tailed or skewed cluster covered by several Gaussians) are one
+    # cluster (clustering/modes.py). Off: one cluster per component
+    merge_modes: bool = True
     split: bool = True
     merge: bool = True
-    epoch_end_pass: bool = False  # M-step on a fresh no-grad pass instead of the epoch's outputs
+    # responsibilities of the M-step and of the hard sets that split/merge moves score:
+    # gmm = the E-step of the current mixture (exact EM; the net's targets); net = the
+    # clustering net's outputs during the epoch (the authors' design). With `net`, moves
+    # are judged on a net that has not caught up with the last move, and K ping-pongs
+    # between splits and merges (docs/benchmarks.md)
+    m_step_from: str = "gmm"
+    epoch_end_pass: bool = False  # m_step_from=net: M-step on a fresh no-grad pass
     # --- run
     device: str | None = None  # None -> cuda if available else cpu
     # CPU threads during fit (None: torch's setting). Per-epoch ops are small, and on a

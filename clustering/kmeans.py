@@ -26,17 +26,10 @@ def nearest_centre(x: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, max_iter: int = 50,
-                     tol: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """k-means with k-means++ seeding; returns (centres (k, D), labels (N,))."""
-    n = x.shape[0]
-    first = torch.randint(n, (1,), generator=generator, device=x.device)
-    centres = x[first].clone()
-    best = (x - centres[0]).square().sum(1)
-    for _ in range(1, k):  # seeding is sequential by nature: one draw per centre
-        probs = best / best.sum() if bool(best.sum() > 0) else torch.full_like(best, 1.0 / n)
-        pick = torch.multinomial(probs, 1, generator=generator)
-        centres = torch.cat([centres, x[pick]])
-        best = torch.minimum(best, (x - x[pick]).square().sum(1))
+                     tol: float = 1e-6, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """k-means with k-means++ seeding (or from `init` centres); returns (centres (k, D),
+    labels (N,))."""
+    centres = init.clone() if init is not None else _seed(x, k, generator)
     labels, dist = nearest_centre(x, centres)
     for _ in range(max_iter):
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
@@ -52,6 +45,20 @@ def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, max_iter: in
         if bool(shift <= tol * (x.var(0).sum() + 1e-12)):
             break
     return centres, labels
+
+
+def _seed(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding: each new centre drawn with probability ~ squared distance."""
+    n = x.shape[0]
+    first = torch.randint(n, (1,), generator=generator, device=x.device)
+    centres = x[first].clone()
+    best = (x - centres[0]).square().sum(1)
+    for _ in range(1, k):  # seeding is sequential by nature: one draw per centre
+        probs = best / best.sum() if bool(best.sum() > 0) else torch.full_like(best, 1.0 / n)
+        pick = torch.multinomial(probs, 1, generator=generator)
+        centres = torch.cat([centres, x[pick]])
+        best = torch.minimum(best, (x - x[pick]).square().sum(1))
+    return centres
 
 
 def two_means_1d(x: Tensor, labels: Tensor, k: int, means: Tensor, directions: Tensor,

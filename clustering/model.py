@@ -13,6 +13,7 @@ All tensors live on one device; X is moved there once.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -26,7 +27,8 @@ from torch import Tensor
 from clustering.config import DeepDPMConfig
 from clustering.kmeans import kmeans_plus_plus, nearest_centre, two_means_1d
 from clustering.metrics import evaluate
-from clustering.moves import propose_merges, propose_splits
+from clustering.modes import mode_clusters
+from clustering.moves import log_joint, propose_merges, propose_splits
 from clustering.nets import ClusterNet, SubclusterNets, remap_cluster_net, remap_subcluster_nets
 from clustering.niw import (
     GaussianScorer,
@@ -43,8 +45,9 @@ from data.devices import resolve_device
 from data.errors import InputError
 
 EpochCallback = Callable[[dict[str, Any]], None]
-FORMAT = "deepdpm-v1"
+FORMAT = "deepdpm-v2"  # v2: components grouped into clusters by mode
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
+INIT_PROBE = 20_000  # points on which the initial K ladder is scored
 
 
 class InputTransform:
@@ -101,18 +104,22 @@ class InputTransform:
         return t
 
 
-def _whitening(x: Tensor, keep: int | None, chunk: int = 65536) -> tuple[Tensor, Tensor]:
-    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance.
-
-    The covariance is accumulated in float64 chunks, so large X is never copied whole.
-    """
+def _moments(x: Tensor, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    """Mean (D,) and covariance (D, D) of the rows of x in float64, accumulated in chunks
+    so that large X is never copied whole."""
     starts = range(0, len(x), chunk)
     mean = sum(x[a:a + chunk].double().sum(0) for a in starts) / len(x)
     scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
     for a in starts:
         part = x[a:a + chunk].double() - mean
         scatter += part.T @ part
-    eigval, eigvec = torch.linalg.eigh(scatter / max(len(x) - 1, 1))
+    return mean, scatter / max(len(x) - 1, 1)
+
+
+def _whitening(x: Tensor, keep: int | None, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
+    mean, cov = _moments(x, chunk)
+    eigval, eigvec = torch.linalg.eigh(cov)
     eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
     top = float(eigval[0])
     rank = int((eigval > max(top * 1e-10, 1e-30)).sum()) if top > 0 else 0
@@ -227,12 +234,20 @@ class DeepDPM:
         return self.fit(X, y_eval, **kwargs).labels_
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Soft assignments of the clustering net, N x K float32."""
-        return torch.softmax(self._logits(X), dim=1).cpu().numpy()
+        """Soft cluster assignments, N x n_clusters_ float32: the clustering net's
+        component probabilities summed over the components of each cluster."""
+        prob = torch.softmax(self._logits(X), dim=1)
+        groups = self.component_cluster_.to(prob.device)
+        out = prob.new_zeros(prob.shape[0], self.n_clusters_)
+        return out.index_add_(1, groups, prob).cpu().numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        """Hard cluster labels (argmax of the clustering net), int64."""
-        return self._logits(X).argmax(1).cpu().numpy().astype(np.int64)
+        """Hard cluster labels (the cluster of the net's most likely component), int64."""
+        return self._labels_of(self._logits(X))
+
+    def _labels_of(self, logits: Tensor) -> np.ndarray:
+        return self.component_cluster_.to(logits.device)[logits.argmax(1)].cpu().numpy().astype(
+            np.int64)
 
     # ------------------------------------------------------------------ set-up
     def _build_prior(self, x: Tensor) -> NIWPrior:
@@ -242,9 +257,14 @@ class DeepDPM:
             psi = cfg.prior_sigma_scale * torch.eye(dim, dtype=torch.float64, device=x.device)
         elif cfg.prior_sigma_choice == "data_std":
             psi = cfg.prior_sigma_scale * torch.diag(x64.std(0).clamp_min(1e-12))
-        else:  # data_var: scale-free default, proportional to the data's average variance
+        elif cfg.prior_sigma_choice == "data_var":
             psi = (cfg.prior_sigma_scale * x64.var(0).mean().clamp_min(1e-12)
                    * torch.eye(dim, dtype=torch.float64, device=x.device))
+        else:  # data_cov: scale x the data's covariance, kept positive definite
+            cov = _moments(x)[1]
+            ridge = 1e-6 * torch.diagonal(cov).mean().clamp_min(1e-30)
+            psi = cfg.prior_sigma_scale * (cov + ridge * torch.eye(dim, dtype=cov.dtype,
+                                                                   device=cov.device))
         m0 = torch.zeros(dim, dtype=torch.float64, device=x.device)  # x is centred on the mean
         if cfg.prior_mu == "zero":
             m0 = -self.transform_.shift.double()
@@ -262,13 +282,9 @@ class DeepDPM:
             labels, _ = nearest_centre(x, centres_t)
             k = centres.shape[0]
         else:
-            k = cfg.init_k
-            sample = x
-            if x.shape[0] > 200_000:  # k-means on a subsample, as the authors do
-                pick = torch.randperm(x.shape[0], generator=self._generator, device=x.device)
-                sample = x[pick[:200_000]]
-            centres_t, _ = kmeans_plus_plus(sample, k, self._generator, cfg.kmeans_iters)
+            centres_t = self._initial_centres(x)
             labels, _ = nearest_centre(x, centres_t)
+            k = centres_t.shape[0]
         self.k_ = k
         stats = grouped_stats(x, labels, k)
         self._mu, self._cov = map_params(stats, self.prior_)
@@ -288,6 +304,37 @@ class DeepDPM:
         self.epoch_ = -1
         if cfg.start_subclustering <= 0:
             self._init_subclusters(x, labels, torch.ones(k, dtype=torch.bool, device=x.device))
+
+    def _initial_centres(self, x: Tensor) -> Tensor:
+        """k-means++ centres for K = init_k, or for the K on a ladder that the model prefers.
+
+        Splits and merges are local moves. In high dimension with few points per cluster
+        the log joint has a barrier between K = 1 and the true partition: every 2-way
+        split of a mixture of many low-rank clusters pays a full-covariance price in
+        D^2 parameters before the pieces are pure (bench/k_evidence.py, docs/benchmarks.md).
+        With `init_search`, k-means partitions at K = init_k and K = 1, 2, 4, ... (up to
+        sqrt(n) of a subsample) are scored by the log joint and the best one is the start.
+        """
+        cfg, gen = self.config, self._generator
+        n = x.shape[0]
+        sample = x
+        if n > 200_000:  # k-means on a subsample, as the authors do
+            sample = x[torch.randperm(n, generator=gen, device=x.device)[:200_000]]
+        if not cfg.init_search:
+            return kmeans_plus_plus(sample, cfg.init_k, gen, cfg.kmeans_iters)[0]
+        probe = sample[torch.randperm(len(sample), generator=gen, device=x.device)[:INIT_PROBE]]
+        top = max(cfg.init_k, int(len(probe) ** 0.5))
+        ladder = sorted({cfg.init_k, *(2 ** j for j in range(top.bit_length()) if 2 ** j <= top)})
+        best, best_score = None, -math.inf
+        for k in ladder:
+            centres, labels = kmeans_plus_plus(probe, k, gen, cfg.kmeans_iters)
+            score = float(log_joint(grouped_stats(probe, labels, k), self.prior_, cfg.alpha))
+            if score > best_score:
+                best, best_score = centres, score
+        if len(probe) < len(sample):  # refine the winner's centres on all the points
+            best = kmeans_plus_plus(sample, best.shape[0], gen, cfg.kmeans_iters,
+                                    init=best)[0]
+        return best
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self, x: Tensor, epoch: int) -> dict[str, Any]:
@@ -328,7 +375,7 @@ class DeepDPM:
                 self._opt_sub.step()
                 self._sub_resp[idx] = sub_prob.detach()
                 sub_loss_sum += sub_loss.detach()
-        if cfg.epoch_end_pass:
+        if cfg.epoch_end_pass and cfg.m_step_from == "net":
             with torch.no_grad():
                 self._resp = torch.softmax(self._forward_chunks(x), 1)
         record: dict[str, Any] = {
@@ -339,6 +386,8 @@ class DeepDPM:
             "merges_proposed": 0, "merges_accepted": 0, "pruned": 0,
         }
         # 3. M-steps and split/merge moves
+        if cfg.m_step_from == "gmm":  # exact EM: the targets the net was trained on
+            self._resp = log_targets.exp()
         z = self._resp.argmax(1)
         frozen = epoch - self._last_move_epoch <= cfg.freeze_after_step
         if epoch >= cfg.start_m_step and not frozen:
@@ -360,6 +409,8 @@ class DeepDPM:
             self._last_move_epoch = epoch
             self._next_move = "merge" if move == "split" else "split"
         record["k"] = self.k_
+        z = self._resp.argmax(1)
+        record["log_joint"] = float(log_joint(grouped_stats(x, z, self.k_), self.prior_, cfg.alpha))
         return record
 
     def _move_due(self, epoch: int, frozen: bool) -> str | None:
@@ -556,13 +607,31 @@ class DeepDPM:
         return self._forward_chunks(x)
 
     def _export(self, x: Tensor) -> None:
-        shift = self.transform_.shift.double()
         self._dim = x.shape[1]
-        self.n_clusters_ = self.k_
-        self.labels_ = self._forward_chunks(x).argmax(1).cpu().numpy().astype(np.int64)
-        self.means_ = (self._mu + shift).cpu().numpy()  # in the transformed input space
-        self.covariances_ = self._cov.cpu().numpy()
-        self.weights_ = self._pi.cpu().numpy()
+        self._set_clusters()
+        self.labels_ = self._labels_of(self._forward_chunks(x))
+
+    def _set_clusters(self, groups: Tensor | None = None) -> None:
+        """Public mixture attributes; with `merge_modes`, components sharing a mode of the
+        fitted density form one cluster (clustering/modes.py), described by the mean,
+        covariance and weight of its components together (moment matching)."""
+        if groups is None:
+            groups = (mode_clusters(self._mu, self._cov, self._pi) if self.config.merge_modes
+                      else torch.arange(self.k_, device=self._mu.device))
+        self.component_cluster_ = groups.to(self._mu.device)
+        self.n_components_ = self.k_
+        self.n_clusters_ = int(groups.max()) + 1
+        w, mu = self._pi, self._mu
+        weight = w.new_zeros(self.n_clusters_).index_add_(0, groups, w)
+        mean = mu.new_zeros(self.n_clusters_, mu.shape[1]).index_add_(
+            0, groups, w[:, None] * mu) / weight[:, None]
+        dev = mu - mean[groups]
+        second = self._cov + dev[:, :, None] * dev[:, None, :]
+        cov = self._cov.new_zeros(self.n_clusters_, *self._cov.shape[1:]).index_add_(
+            0, groups, w[:, None, None] * second) / weight[:, None, None]
+        self.means_ = (mean + self.transform_.shift.double()).cpu().numpy()  # transformed space
+        self.covariances_ = cov.cpu().numpy()
+        self.weights_ = weight.cpu().numpy()
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, Any]:
@@ -587,6 +656,7 @@ class DeepDPM:
             "sub_nets": {key: mv(v) for key, v in self.sub_nets_.state_dict().items()},
             "opt_cluster": _optimizer_state(self._opt_cluster, self.cluster_net_),
             "opt_sub": _optimizer_state(self._opt_sub, self.sub_nets_),
+            "component_cluster": mv(self.component_cluster_),
             "schedule": {"last_move_epoch": self._last_move_epoch, "next_move": self._next_move,
                          "sub_ready": self._sub_ready},
             "generator": self._generator.get_state(),
@@ -655,10 +725,7 @@ class DeepDPM:
         if state.get("metrics") is not None:
             self.metrics_ = state["metrics"]
         self._soft_stats = None
-        self.n_clusters_ = self.k_
-        self.means_ = (self._mu + self.transform_.shift.double()).cpu().numpy()
-        self.covariances_ = self._cov.cpu().numpy()
-        self.weights_ = self._pi.cpu().numpy()
+        self._set_clusters(state["component_cluster"].to(dev))
         self._resp = torch.empty(0, self.k_, device=dev)
         if hasattr(self, "labels_") is False:
             self.labels_ = np.empty(0, dtype=np.int64)

@@ -32,6 +32,23 @@ def split_log_ratio(sub_stats: Stats, prior: NIWPrior, alpha: float) -> Tensor:
             - _lgamma0(parent.n) - lp_parent)
 
 
+def log_joint(stats: Stats, prior: NIWPrior, alpha: float) -> Tensor:
+    """log p(partition, X) of a DP mixture with NIW components, from the groups' hard stats.
+
+    log p = K log a + sum_k [lgamma(n_k) + log p(X_k)] + lgamma(a) - lgamma(N + a):
+    the Chinese-restaurant prior of the partition times each cluster's marginal
+    likelihood. Split and merge moves are Metropolis-Hastings steps on exactly this
+    quantity (log H_s is its change under a split), so it is what the search climbs.
+    Empty groups do not count. Returns a 0-D float64 tensor.
+    """
+    n = stats.n
+    used = n > 0.5
+    lml = torch.where(used, log_marginal_likelihood(stats, prior), torch.zeros_like(n))
+    total = n.sum()
+    return (used.sum() * math.log(alpha) + (_lgamma0(n) * used).sum() + lml.sum()
+            + math.lgamma(alpha) - torch.lgamma(total + alpha))
+
+
 def propose_splits(sub_stats: Stats, prior: NIWPrior, alpha: float, min_size: int,
                    min_child: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """(accepted mask (K,), log H_s (K,)); too-small clusters or children are rejected."""

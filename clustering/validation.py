@@ -13,7 +13,8 @@ from data.errors import InputError
 
 MIN_POINTS = 10
 TRANSFORMS = ("none", "normalize", "standardize", "whiten")
-PRIOR_SIGMA = ("data_var", "isotropic", "data_std")
+M_STEP_FROM = ("gmm", "net")
+PRIOR_SIGMA = ("data_cov", "data_var", "isotropic", "data_std")
 PRIOR_MU = ("data_mean", "zero")
 
 
@@ -85,6 +86,8 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
          f"transform must be one of {TRANSFORMS}, got {cfg.transform!r}")
     need(cfg.prior_sigma_choice in PRIOR_SIGMA,
          f"prior_sigma_choice must be one of {PRIOR_SIGMA}, got {cfg.prior_sigma_choice!r}")
+    need(cfg.m_step_from in M_STEP_FROM,
+         f"m_step_from must be one of {M_STEP_FROM}, got {cfg.m_step_from!r}")
     need(cfg.prior_mu in PRIOR_MU, f"prior_mu must be one of {PRIOR_MU}, got {cfg.prior_mu!r}")
     need(cfg.cluster_lr > 0 and cfg.subcluster_lr > 0, "learning rates must be > 0")
     need(cfg.subcluster_hidden >= 1, "subcluster_hidden must be >= 1")

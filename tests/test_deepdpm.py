@@ -11,6 +11,8 @@ from clustering.nets import SubclusterNets, remap_subcluster_nets
 from data.errors import ConfigError, InputError
 
 FAST = {"max_epochs": 90, "batch_size": 256}
+# the split/merge moves alone: no K ladder at init, one cluster per component
+MOVES = {**FAST, "init_search": False, "merge_modes": False}
 
 
 @pytest.mark.parametrize(
@@ -21,7 +23,7 @@ FAST = {"max_epochs": 90, "batch_size": 256}
 def test_recovers_k_from_any_init(mixture, dim, init_k, imbalanced):
     true_k = 6
     x, y = mixture(2400, dim, true_k, imbalanced=imbalanced, seed=dim + init_k)
-    model = DeepDPM(init_k=init_k, seed=0, **FAST).fit(x, y)
+    model = DeepDPM(init_k=init_k, seed=0, **MOVES).fit(x, y)
     assert abs(model.n_clusters_ - true_k) <= 1, [h["k"] for h in model.history_]
     assert model.metrics_["nmi"] > 0.9
     # the history records every epoch and the split/merge events that changed K
@@ -33,11 +35,11 @@ def test_recovers_k_from_any_init(mixture, dim, init_k, imbalanced):
 def test_bimodal_cluster_splits_and_two_halves_merge(mixture):
     rng = np.random.default_rng(0)
     two = np.concatenate([rng.normal(size=(500, 3)), rng.normal(size=(500, 3)) + 8])
-    split_model = DeepDPM(init_k=1, seed=0, **FAST).fit(two.astype(np.float32))
+    split_model = DeepDPM(init_k=1, seed=0, **MOVES).fit(two.astype(np.float32))
     assert split_model.n_clusters_ == 2
     assert max(h["splits_accepted"] for h in split_model.history_) >= 1
     one = rng.normal(size=(1000, 3)).astype(np.float32)
-    merge_model = DeepDPM(init_k=2, seed=0, **FAST).fit(one)
+    merge_model = DeepDPM(init_k=2, seed=0, **MOVES).fit(one)
     assert merge_model.n_clusters_ == 1
     assert max(h["merges_accepted"] for h in merge_model.history_) == 1
 
