@@ -7,8 +7,9 @@
 Methods (each run = one fresh subprocess, so its peak memory is its own):
   deepdpm        DeepDPM(seed=s) with every default (init_k=1); extra DeepDPM configs with
                  --extra 'name:key=value,key=value' (e.g. 'deepdpm_k30:init_k=30').
-  bgmm           sklearn BayesianGaussianMixture, Dirichlet-process prior, n_components =
-                 3 x true K (30), full covariances, max_iter=1000, tol=1e-3, k-means init.
+  bgmm           sklearn BayesianGaussianMixture, Dirichlet-process prior, 50 components
+                 (as in the K-inference issue), full covariances, max_iter=1000, tol=1e-3,
+                 k-means init.
   gmm_trueK      sklearn GaussianMixture(n_components=true K, full, max_iter=500).
   kmeans_trueK   sklearn KMeans(n_clusters=true K, n_init=10).
   hdbscan        sklearn HDBSCAN with every default (noise scored as one more cluster).
@@ -139,7 +140,7 @@ def child(spec: dict) -> dict:
 
         if method == "bgmm":
             model = BayesianGaussianMixture(
-                n_components=3 * k_true, covariance_type="full",
+                n_components=50, covariance_type="full",
                 weight_concentration_prior_type="dirichlet_process", max_iter=1000,
                 tol=1e-3, random_state=seed)
         elif method == "gmm_trueK":

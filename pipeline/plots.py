@@ -29,7 +29,8 @@ def _num(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
 def k_over_epochs(rows: Sequence[dict[str, Any]], path: Path, *, title: str,
                   true_k: int | None = None, boundaries: Sequence[int] = (),
                   dpi: int = 120) -> Path:
-    """K per epoch, with accepted splits (up) and merges (down) marked where they happened;
+    """K per epoch, with accepted splits (up) and merges (down) marked where they happened,
+    and the log joint probability the moves climb (right axis) when the rows have it;
     `boundaries` (row indices) mark where a new AE alternation starts."""
     epochs = np.arange(1, len(rows) + 1)
     k = _num(rows, "k")
@@ -52,7 +53,15 @@ def k_over_epochs(rows: Sequence[dict[str, Any]], path: Path, *, title: str,
         ax.axhline(true_k, color="gray", ls="--", lw=1, label=f"true K = {true_k}")
     ax.set(xlabel="epoch", ylabel="number of clusters K", title=title)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="best", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    joint = _num(rows, "log_joint") if any("log_joint" in r for r in rows) else np.array([])
+    if np.isfinite(joint).any():  # what the split/merge moves climb, on its own axis
+        ax2 = ax.twinx()
+        ok = np.isfinite(joint)
+        (line,) = ax2.plot(epochs[ok], joint[ok], color="tab:orange", lw=1.2, alpha=0.8)
+        ax2.set_ylabel("log p(partition, X)", color="tab:orange")
+        handles, labels = [*handles, line], [*labels, "log joint"]
+    ax.legend(handles, labels, loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path, dpi)
 

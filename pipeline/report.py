@@ -124,7 +124,8 @@ def _markdown(inp: ReportInputs, summaries: list[dict[str, Any]], images: dict[s
         cells = [f"{s[c]:.4f}" if isinstance(s.get(c), float) else str(s.get(c, "")) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     captions = {"k_over_epochs": "K over epochs (DeepDPM); triangles mark accepted splits (up) "
-                                 "and merges (down)",
+                                 "and merges (down); the orange line is the log joint "
+                                 "probability log p(partition, X) that the moves climb",
                 "alternate_k_over_epochs": "K over epochs during the AE alternation",
                 "metrics_over_epochs": "NMI / ARI / ACC over epochs (DeepDPM)",
                 "alternate_metrics_over_epochs": "NMI / ARI / ACC over the AE alternation",

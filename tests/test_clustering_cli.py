@@ -42,6 +42,7 @@ def test_fit_writes_outputs_and_predict_reuses_the_model(embeddings, capsys):
     assert metrics["k"] == 3 and metrics["nmi"] > 0.9
     history = (out / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 61
+    assert "log_joint" in history[0].split(",")
     assert "max_epochs: 60" in (out / "config.yaml").read_text()
     assert not list(out.glob(".*.tmp"))  # no temp files left behind
     rc = main(["predict", str(out / "model.pt"), str(tmp / "x.npy"), "--out", str(tmp / "p.npy"),

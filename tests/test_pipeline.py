@@ -122,7 +122,9 @@ def test_image_folder_end_to_end_then_rerun_rules(tmp_path: Path, image_root: Pa
     rows = _history(root / "cluster" / "history.csv")
     assert len(rows) == TINY_CLUSTER["max_epochs"]
     assert all(int(r["k"]) >= 1 for r in rows) and "sizes" in rows[0] and "nmi" in rows[0]
+    assert all(np.isfinite(float(r["log_joint"])) for r in rows)  # convergence, next to K
     report = (root / "report" / "report.md").read_text()
+    assert "log joint" in report
     for png in ("k_over_epochs", "metrics_over_epochs", "cluster_sizes", "confusion", "samples"):
         assert (root / "report" / f"{png}.png").stat().st_size > 1000
         assert f"({png}.png)" in report
