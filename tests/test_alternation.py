@@ -21,6 +21,7 @@ from clustering.alternation import (
     make_alternation_config,
 )
 from clustering.autoencoder import AutoEncoder, InputScaler
+from clustering.config import DeepDPMConfig
 from data.errors import ConfigError, InputError
 
 # DeepDPM with its schedule scaled down to 40 epochs.
@@ -153,11 +154,12 @@ def test_warm_start_carries_k_and_cold_start_uses_init_k(data, tmp_path):
     x, _ = data
     warm = AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path / "warm")
     assert warm.history_[1]["init_k"] == warm.history_[0]["k_used"]
-    assert warm.history_[1]["prior_sigma_scale"] == pytest.approx(0.005)  # scale / 1
+    scale = DeepDPMConfig().prior_sigma_scale
+    assert warm.history_[1]["prior_sigma_scale"] == pytest.approx(scale)  # scale / 1
     cold = AEAlternation({**SMALL_AE, "warm_start": False, "n_alternations": 3,
                           "prior_sigma_scale_step": True}, CLUSTER).fit(x)
     assert [h["init_k"] for h in cold.history_] == [CLUSTER["init_k"]] * 3
-    assert cold.history_[2]["prior_sigma_scale"] == pytest.approx(0.005 / 2)
+    assert cold.history_[2]["prior_sigma_scale"] == pytest.approx(scale / 2)
 
 
 # ---------------------------------------------------------------------- resume

@@ -333,3 +333,24 @@ def test_report_maps_rows_back_to_the_digits(tmp_path: Path) -> None:
     for i, row in enumerate(rows):
         assert np.array_equal(load(i), digits[row])
     assert image_loader(tmp_path, {"embeddings": "embeddings.npy"}) is None
+
+
+@pytest.mark.parametrize("name", ["imagenet50", "imagenet50_imbalanced"])
+def test_imagenet50_stages_get_settings_for_their_own_input(name: str) -> None:
+    """The 128-D `cluster` stage must not inherit a prior written for 10-D AE codes: both
+    DeepDPM runs use the scale-free prior (Psi from their own input's covariance)."""
+    from clustering.alternation import AEAlternation
+    from clustering.config import DeepDPMConfig
+    from pipeline.config import load_pipeline_config, section
+
+    cfg = load_pipeline_config(REPO / "configs" / f"{name}.yaml")
+    default = DeepDPMConfig()
+    cluster = section(cfg, "cluster")
+    assert (cluster.prior_sigma_choice, cluster.prior_sigma_scale, cluster.nu) == (
+        default.prior_sigma_choice, default.prior_sigma_scale, None)
+    alt = AEAlternation(section(cfg, "alternate"), cluster)
+    assert alt.config.latent_dim == 10
+    for t in range(alt.config.n_alternations):
+        params = alt._cluster_params_for(t)
+        assert params["prior_sigma_choice"] == "data_cov"
+        assert params["prior_sigma_scale"] == default.prior_sigma_scale
