@@ -31,6 +31,7 @@ def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, max_iter: in
     labels (N,))."""
     centres = init.clone() if init is not None else _seed(x, k, generator)
     labels, dist = nearest_centre(x, centres)
+    stop = tol * (x.var(0).sum() + 1e-12)
     for _ in range(max_iter):
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
         sums = group_sum(x, labels, k)
@@ -42,7 +43,7 @@ def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, max_iter: in
         shift = (new - centres).square().sum(1).max()
         centres = new
         labels, dist = nearest_centre(x, centres)
-        if bool(shift <= tol * (x.var(0).sum() + 1e-12)):
+        if bool(shift <= stop):
             break
     return centres, labels
 

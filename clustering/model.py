@@ -163,6 +163,19 @@ class DeepDPM:
         check_config(cfg, n, dim)
         y = check_labels(y_eval, n) if y_eval is not None else None
         self.device_ = resolve_device(cfg.device)
+        threads = torch.get_num_threads()
+        if self.device_.type == "cpu" and cfg.cpu_threads is not None:
+            torch.set_num_threads(cfg.cpu_threads)
+        try:
+            self._fit(x_np, y, init_means, on_epoch, resume)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def _fit(self, x_np: np.ndarray, y: np.ndarray | None, init_means: Any,
+             on_epoch: EpochCallback | None, resume: bool) -> None:
+        cfg = self.config
+        dim = x_np.shape[1]
         x_raw = torch.as_tensor(x_np, device=self.device_)
         if resume:
             if self._train_state is None:
@@ -194,21 +207,13 @@ class DeepDPM:
 
             bar = tqdm(epochs, desc="DeepDPM", unit="epoch")
             epochs = bar
-        t0 = time.perf_counter()
-        threads = torch.get_num_threads()
-        if self.device_.type == "cpu" and cfg.cpu_threads is not None:
-            torch.set_num_threads(cfg.cpu_threads)
-        try:
-            self._train(x, epochs, y_codes, bar, on_epoch, t0)
-        finally:
-            torch.set_num_threads(threads)
+        self._train(x, epochs, y_codes, bar, on_epoch, time.perf_counter())
         if bar is not None:
             bar.close()
         self._fitted = True
         self._export(x)
         if y_codes is not None:
             self.metrics_ = evaluate(y_codes, self.labels_)
-        return self
 
     def _train(self, x: Tensor, epochs: Any, y_codes: np.ndarray | None, bar: Any,
                on_epoch: EpochCallback | None, t0: float) -> None:
