@@ -318,7 +318,7 @@ class DeepDPM:
         split of a mixture of many low-rank clusters pays a full-covariance price in
         D^2 parameters before the pieces are pure (bench/k_evidence.py, docs/benchmarks.md).
         With `init_search`, k-means partitions at K = init_k and K = 1, 2, 4, ... (up to
-        2 sqrt(n), on a subsample of INIT_PROBE points) are scored by the log joint and the
+        sqrt(n), on a subsample of INIT_PROBE points) are scored by the log joint and the
         best one is the start.
         """
         cfg, gen = self.config, self._generator
@@ -329,7 +329,7 @@ class DeepDPM:
         if not cfg.init_search:
             return kmeans_plus_plus(sample, cfg.init_k, gen, cfg.kmeans_iters)[0]
         probe = sample[torch.randperm(len(sample), generator=gen, device=x.device)[:INIT_PROBE]]
-        top = max(cfg.init_k, int(2 * len(probe) ** 0.5))
+        top = max(cfg.init_k, int(len(probe) ** 0.5))
         ladder = sorted({cfg.init_k, *(2 ** j for j in range(top.bit_length()) if 2 ** j <= top)})
         best, best_score = None, -math.inf
         for k in ladder:
