@@ -242,6 +242,42 @@ def table(results: list[dict], meta: dict) -> str:
     return "\n".join(rows)
 
 
+def k_summary(results: list[dict], meta: dict) -> str:
+    """One row per data set: DeepDPM over every K_init and seed against the baselines, and
+    whether it meets the K-inference targets (K within 1 of a true K of 10, within 10 % of
+    a larger one; NMI/ARI/ACC at least those of BayesianGaussianMixture)."""
+    rows = ["| data set (N x D, K) | DeepDPM K per K_init | DeepDPM NMI / ARI / ACC | "
+            "DeepDPM fit s | BGMM K, NMI / ARI / ACC | k-means (true K) | HDBSCAN K, NMI / ARI "
+            "/ ACC | K ok | >= BGMM |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def score(rs: list[dict]) -> str:
+        return " / ".join(f"{np.mean([r[m] for r in rs]):.3f}" for m in ("nmi", "ari", "acc"))
+
+    for ds, info in meta.items():
+        mine = sorted([r for r in results if r["dataset"] == ds
+                       and r["method"].startswith("deepdpm")],
+                      key=lambda r: (r["params"].get("init_k", 1), r["seed"]))
+        if not mine:
+            continue
+        by = {m: [r for r in results if r["dataset"] == ds and r["method"] == m]
+              for m in ("bgmm", "kmeans_trueK", "hdbscan")}
+        k_true = info["k_true"]
+        tol = 1 if k_true <= 10 else max(1, int(0.1 * k_true))
+        ks = " ".join(f"{r['params'].get('init_k', 1)}:{r['k']}" for r in mine)
+        k_ok = all(abs(r["k"] - k_true) <= tol for r in mine)
+        beats = "-"
+        if by["bgmm"]:
+            beats = "yes" if all(np.mean([r[m] for r in mine]) >= np.mean(
+                [r[m] for r in by["bgmm"]]) - 1e-9 for m in ("nmi", "ari", "acc")) else "no"
+        base = {m: (f"{np.mean([r['k'] for r in rs]):.0f}, {score(rs)}" if rs else "-")
+                for m, rs in by.items()}
+        rows.append(f"| {ds} ({info['n']} x {info['d']}, {k_true}) | {ks} | {score(mine)} | "
+                    f"{np.mean([r['wall_s'] for r in mine]):.0f} | {base['bgmm']} | "
+                    f"{score(by['kmeans_trueK']) if by['kmeans_trueK'] else '-'} | "
+                    f"{base['hdbscan']} | {'yes' if k_ok else 'no'} | {beats} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -315,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = [r for r in pool.map(lambda s: run_one(s, log), specs) if r]
     md = table(results, meta)
+    if any(r["method"].startswith("deepdpm_k") for r in results):
+        md = k_summary(results, meta) + "\n\n" + md
     load = os.getloadavg()
     md += (f"\n\nLoad average at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
            f"(1/5/15 min); per-run 1-min load at its end is in {log}.\n")
