@@ -5,8 +5,11 @@ One epoch, top to bottom (see `_run_epoch`):
   2. Mini-batches: the clustering net learns r~ by KL(r || r~); each sub-net learns a
      2-way split of its cluster with the isotropic sub-cluster loss.
   3. End of epoch: weighted-MAP M-step for clusters and sub-clusters from sufficient
-     statistics, then, on schedule, split proposals or merge proposals that change K and
-     grow/shrink the nets (optimiser state remapped, not reset).
+     statistics (responsibilities: the E-step's, or the net's with m_step_from="net"),
+     then, on schedule, split proposals or merge proposals that change K and
+     grow/shrink the nets (optimiser state remapped, not reset); the log joint
+     probability of the state is recorded.
+At the end, components that share a mode of the fitted density become one cluster.
 All tensors live on one device; X is moved there once.
 """
 
@@ -326,9 +329,9 @@ class DeepDPM:
         sample = x
         if n > 200_000:  # k-means on a subsample, as the authors do
             sample = x[torch.randperm(n, generator=gen, device=x.device)[:200_000]]
-        if not cfg.init_search:
-            return kmeans_plus_plus(sample, cfg.init_k, gen, cfg.kmeans_iters)[0]
         probe = sample[torch.randperm(len(sample), generator=gen, device=x.device)[:INIT_PROBE]]
+        if not cfg.init_search or cfg.init_k > len(probe):
+            return kmeans_plus_plus(sample, cfg.init_k, gen, cfg.kmeans_iters)[0]
         top = max(cfg.init_k, int(len(probe) ** 0.5))
         ladder = sorted({cfg.init_k, *(2 ** j for j in range(top.bit_length()) if 2 ** j <= top)})
         best, best_score = None, -math.inf
