@@ -30,23 +30,30 @@ from clustering.niw import safe_logdet_cholesky
 NEIGHBOURS = 32  # components that enter each climb: the nearest means (and itself)
 
 
-def climb_to_modes(means: Tensor, covs: Tensor, weights: Tensor, max_iter: int = 500,
-                   rel_tol: float = 1e-7) -> Tensor:
-    """End points (K, D) of modal EM started at every component mean (float64).
-
-    Each climb sees its NEIGHBOURS nearest components (FAISS kNN on the means, as the
-    merge proposals): the others' densities are negligible there, and the cost stays
-    O(K x NEIGHBOURS x D^2) per step instead of O(K^2 D^2).
-    """
+def neighbour_index(means: Tensor) -> Tensor:
+    """(K, m) indices: each component itself, then its m - 1 nearest means (FAISS kNN, as
+    the merge proposals), m = min(K, NEIGHBOURS)."""
     from clustering.moves import nearest_neighbours
 
+    k = means.shape[0]
+    nb = torch.arange(k, device=means.device)[:, None]
+    if k > 1:
+        others = nearest_neighbours(means, min(k, NEIGHBOURS) - 1)
+        nb = torch.cat([nb, torch.as_tensor(others, device=means.device)], 1)
+    return nb
+
+
+def climb_to_modes(means: Tensor, covs: Tensor, weights: Tensor, nb: Tensor,
+                   max_iter: int = 500, rel_tol: float = 1e-7) -> Tensor:
+    """End points (K, D) of modal EM started at every component mean (float64).
+
+    Each climb sees only its row of `nb` (`neighbour_index`): the other components'
+    densities are negligible there, and a step costs O(K x NEIGHBOURS x D^2), not
+    O(K^2 D^2).
+    """
     means, covs = means.double(), covs.double()
     k, dim = means.shape
-    m = min(k, NEIGHBOURS)
-    nb = torch.arange(k, device=means.device)[:, None]
-    if m > 1:
-        others = torch.as_tensor(nearest_neighbours(means, m - 1), device=means.device)
-        nb = torch.cat([nb, others], 1)  # (K, m): itself first
+    m = nb.shape[1]
     chol, _ = safe_logdet_cholesky(covs)
     eye = torch.eye(dim, dtype=torch.float64, device=means.device).expand(k, dim, dim)
     prec = torch.cholesky_solve(eye, chol)  # Sigma_k^-1, (K, D, D)
@@ -82,19 +89,24 @@ def mode_clusters(means: Tensor, covs: Tensor, weights: Tensor,
     """Cluster index (K,) of every component: components sharing a mode share an index.
 
     Two end points count as one mode when they are closer than `same_mode` times the
-    smaller of the two components' RMS standard deviation; groups are the connected
-    components of that relation, numbered by their first component.
+    smaller of the two components' RMS standard deviation (compared among neighbours
+    only, so memory stays O(K x NEIGHBOURS)); groups are the connected components of that
+    relation, numbered by their first component.
     """
     k = means.shape[0]
     if k == 1:
         return torch.zeros(1, dtype=torch.long, device=means.device)
-    ends = climb_to_modes(means, covs, weights)
+    nb = neighbour_index(means)
+    ends = climb_to_modes(means, covs, weights, nb)
     spread = torch.diagonal(covs.double(), dim1=-2, dim2=-1).mean(-1).sqrt()
-    limit = same_mode * torch.minimum(spread[:, None], spread[None, :])
-    close = torch.cdist(ends, ends) <= limit
+    limit = same_mode * torch.minimum(spread[:, None], spread[nb])  # (K, m)
+    close = (ends[:, None, :] - ends[nb]).norm(dim=-1) <= limit  # only among neighbours
+    rows = torch.arange(k, device=means.device)[:, None].expand_as(nb)[close]
+    cols = nb[close]
     label = torch.arange(k, device=means.device)
-    for _ in range(k):  # label propagation to the smallest index in each component
-        new = torch.where(close, label[None, :], k).min(1).values
+    for _ in range(k):  # label propagation to the smallest index, both edge directions
+        new = label.scatter_reduce(0, rows, label[cols], reduce="amin")
+        new = new.scatter_reduce(0, cols, new[rows], reduce="amin")
         if bool((new == label).all()):
             break
         label = new
