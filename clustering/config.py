@@ -49,6 +49,11 @@ class DeepDPMConfig:
     split_merge_every: int = 5  # epochs between alternating split and merge steps (authors: 30)
     freeze_after_step: int = 2  # epochs without M-step after a split/merge (authors: 5)
     stop_split_merge_before_end: int = 20  # no split/merge in the last epochs
+    # convergence, as scikit-learn's mixtures: once `n_moves_no_change` split/merge steps in
+    # a row accepted nothing and the log joint per point moved less than `tol` across them,
+    # only the `stop_split_merge_before_end` refinement epochs remain. None: every epoch
+    tol: float | None = 1e-3
+    n_moves_no_change: int = 4
     split_min_size: int = 5  # clusters smaller than this are never split
     subcluster_min_size: int = 5  # each child must have more points than this
     merge_neighbours: int = 2  # merge candidates per cluster (FAISS kNN on the means)

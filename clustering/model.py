@@ -203,7 +203,7 @@ class DeepDPM:
         del x_raw
         y_codes = None if y is None else np.unique(y, return_inverse=True)[1]
 
-        epochs = range(start, cfg.max_epochs)
+        epochs = range(start, self._end_epoch)
         bar = None
         if cfg.verbose:
             from tqdm.auto import tqdm
@@ -224,10 +224,13 @@ class DeepDPM:
         for epoch in epochs:
             record = self._run_epoch(x, epoch)
             record["seconds"] = time.perf_counter() - t0
+            if record["event"]:
+                self._check_convergence(record, x.shape[0])
+            last = epoch + 1 >= self._end_epoch
             z = self._resp.argmax(1)
             sizes = torch.bincount(z, minlength=self.k_).cpu().numpy()
             record["k_used"] = int((sizes > 0).sum())
-            if y_codes is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs - 1):
+            if y_codes is not None and (epoch % cfg.eval_every == 0 or last):
                 record.update({key: v for key, v in evaluate(y_codes, z.cpu().numpy()).items()
                                if key != "k"})
             self.history_.append(record)
@@ -237,6 +240,24 @@ class DeepDPM:
                                 event=record["event"] or "-")
             if on_epoch is not None:
                 on_epoch({**record, "sizes": sizes})
+            if last:
+                break
+        self.n_iter_ = len(self.history_)
+        self.converged_ = self._end_epoch < cfg.max_epochs
+
+    def _check_convergence(self, record: dict[str, Any], n: int) -> None:
+        """After a split/merge step: converged when `n_moves_no_change` steps in a row changed
+        nothing and the log joint per point moved less than `tol` across them; the run then
+        ends after the `stop_split_merge_before_end` refinement epochs (no moves)."""
+        cfg = self.config
+        changed = record["splits_accepted"] + record["merges_accepted"] + record["pruned"]
+        self._quiet_log_joints = [] if changed else [*self._quiet_log_joints,
+                                                     record["log_joint"]]
+        window = self._quiet_log_joints[-cfg.n_moves_no_change:]
+        if (cfg.tol is not None and len(window) == cfg.n_moves_no_change
+                and (max(window) - min(window)) / n < cfg.tol):
+            self._end_epoch = min(self._end_epoch,
+                                  record["epoch"] + 1 + cfg.stop_split_merge_before_end)
 
     def fit_predict(self, X: Any, y_eval: Any = None, **kwargs: Any) -> np.ndarray:
         return self.fit(X, y_eval, **kwargs).labels_
@@ -309,6 +330,8 @@ class DeepDPM:
         self._sub_ready = False
         self._last_move_epoch = -(10**9)
         self._next_move = "split"
+        self._quiet_log_joints: list[float] = []
+        self._end_epoch = cfg.max_epochs
         self.epoch_ = -1
         if cfg.start_subclustering <= 0:
             self._init_subclusters(x, labels, torch.ones(k, dtype=torch.bool, device=x.device))
@@ -426,7 +449,7 @@ class DeepDPM:
         """Explicit schedule: alternate split/merge every `split_merge_every` epochs."""
         cfg = self.config
         if (not self._sub_ready or frozen or epoch < cfg.start_split_merge
-                or epoch >= cfg.max_epochs - cfg.stop_split_merge_before_end
+                or epoch >= self._end_epoch - cfg.stop_split_merge_before_end
                 or (epoch - cfg.start_split_merge) % cfg.split_merge_every != 0):
             return None
         allowed = [m for m in ("split", "merge") if getattr(cfg, m)]
@@ -667,7 +690,8 @@ class DeepDPM:
             "opt_sub": _optimizer_state(self._opt_sub, self.sub_nets_),
             "component_cluster": mv(self.component_cluster_),
             "schedule": {"last_move_epoch": self._last_move_epoch, "next_move": self._next_move,
-                         "sub_ready": self._sub_ready},
+                         "sub_ready": self._sub_ready, "end_epoch": self._end_epoch,
+                         "quiet_log_joints": list(self._quiet_log_joints)},
             "generator": self._generator.get_state(),
             "history": copy.deepcopy(self.history_),
             "metrics": getattr(self, "metrics_", None),
@@ -730,7 +754,12 @@ class DeepDPM:
         sched = state["schedule"]
         self._last_move_epoch, self._next_move = sched["last_move_epoch"], sched["next_move"]
         self._sub_ready = sched["sub_ready"]
+        # a resumed run with a larger max_epochs continues unless it had converged
+        self._quiet_log_joints = list(sched["quiet_log_joints"])
+        converged = sched["end_epoch"] < state["config"]["max_epochs"]
+        self._end_epoch = sched["end_epoch"] if converged else cfg.max_epochs
         self.history_ = list(state["history"])
+        self.n_iter_, self.converged_ = len(self.history_), converged
         if state.get("metrics") is not None:
             self.metrics_ = state["metrics"]
         self._soft_stats = None

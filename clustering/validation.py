@@ -97,5 +97,8 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     need(cfg.freeze_after_step >= 0, "freeze_after_step must be >= 0")
     need(cfg.merge_neighbours >= 1, "merge_neighbours must be >= 1")
     need(cfg.eval_every >= 1, "eval_every must be >= 1")
+    need(cfg.tol is None or cfg.tol >= 0, f"tol must be >= 0 or null, got {cfg.tol}")
+    need(cfg.n_moves_no_change >= 1,
+         f"n_moves_no_change must be >= 1, got {cfg.n_moves_no_change}")
     need(cfg.kmeans_iters >= 1, "kmeans_iters must be >= 1")
     need(cfg.cpu_threads is None or cfg.cpu_threads >= 1, "cpu_threads must be >= 1 or null")

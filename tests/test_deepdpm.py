@@ -27,7 +27,7 @@ def test_recovers_k_from_any_init(mixture, dim, init_k, imbalanced):
     assert abs(model.n_clusters_ - true_k) <= 1, [h["k"] for h in model.history_]
     assert model.metrics_["nmi"] > 0.9
     # the history records every epoch and the split/merge events that changed K
-    assert [h["epoch"] for h in model.history_] == list(range(FAST["max_epochs"]))
+    assert [h["epoch"] for h in model.history_] == list(range(model.n_iter_))
     changes = [h for h in model.history_ if h["event"]]
     assert any(h["splits_accepted"] or h["merges_accepted"] for h in changes) or init_k == true_k
 
@@ -72,7 +72,7 @@ def test_fixed_seed_is_reproducible_and_seed_zero_is_honoured(mixture):
 
 def test_save_load_round_trip_and_resume(mixture, tmp_path):
     x, y = mixture(1500, 6, 4, seed=7)
-    model = DeepDPM(init_k=1, seed=0, max_epochs=60).fit(x, y)
+    model = DeepDPM(init_k=1, seed=0, max_epochs=60, tol=None).fit(x, y)
     path = tmp_path / "model.pt"
     model.save(path)
     loaded = DeepDPM.load(path)
@@ -86,6 +86,25 @@ def test_save_load_round_trip_and_resume(mixture, tmp_path):
     resumed.fit(x, y, resume=True)
     assert [h["epoch"] for h in resumed.history_] == list(range(80))
     assert resumed.metrics_["nmi"] > 0.9
+
+
+def test_converged_run_stops_early_and_stays_stopped(mixture, tmp_path):
+    x, y = mixture(1500, 6, 4, seed=7)
+    model = DeepDPM(init_k=1, seed=0, max_epochs=200).fit(x, y)
+    assert model.converged_ and model.n_iter_ < 200, [h["k"] for h in model.history_]
+    assert [h["epoch"] for h in model.history_] == list(range(model.n_iter_))
+    tail = model.history_[-model.config.stop_split_merge_before_end:]
+    assert not any(h["event"] for h in tail)  # the refinement epochs make no moves
+    moves = [h for h in model.history_ if h["event"]][-model.config.n_moves_no_change:]
+    assert not any(h["splits_accepted"] + h["merges_accepted"] for h in moves)
+    assert model.n_clusters_ == 4 and model.metrics_["nmi"] > 0.95
+    model.save(tmp_path / "model.pt")
+    resumed = DeepDPM.load(tmp_path / "model.pt")
+    resumed.config.max_epochs = 300
+    resumed.fit(x, y, resume=True)  # a converged run has nothing left to do
+    assert resumed.n_iter_ == model.n_iter_
+    never = DeepDPM(init_k=1, seed=0, max_epochs=60, tol=None).fit(x)
+    assert never.n_iter_ == 60 and not never.converged_
 
 
 def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
