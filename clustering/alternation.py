@@ -274,7 +274,7 @@ class AEAlternation:
             on_epoch: EpochCallback | None = None) -> AEAlternation:
         """Pretrain (or reuse) the AE, then run the alternations; resumes from out_dir."""
         cfg = self.config
-        x_np = check_array(X, "X")
+        x_np = check_array(X, "X").astype(np.float32, copy=False)
         n, dim = x_np.shape
         if cfg.latent_dim >= dim:
             raise ConfigError(f"alternate.latent_dim ({cfg.latent_dim}) must be smaller than "
@@ -300,7 +300,7 @@ class AEAlternation:
     def transform(self, X: Any) -> np.ndarray:
         """Latent codes (float32 N x latent_dim) of new data under the trained encoder."""
         self._check_fitted()
-        x_np = check_array(X, "X", min_rows=1)
+        x_np = check_array(X, "X", min_rows=1).astype(np.float32, copy=False)
         if x_np.shape[1] != self.autoencoder_.in_dim:
             raise InputError(f"X has {x_np.shape[1]} columns but the encoder was trained on "
                              f"{self.autoencoder_.in_dim}")

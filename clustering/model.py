@@ -43,6 +43,7 @@ from clustering.niw import (
     map_params,
     weighted_stats,
 )
+from clustering.transform import InputTransform, _moments
 from clustering.validation import check_array, check_config, check_labels
 from data.devices import resolve_device
 from data.errors import InputError
@@ -51,86 +52,6 @@ EpochCallback = Callable[[dict[str, Any]], None]
 FORMAT = "deepdpm-v2"  # v2: components grouped into clusters by mode
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
 INIT_PROBE = 20_000  # points on which the initial K ladder is scored
-
-
-class InputTransform:
-    """Row-wise preprocessing fitted on the training data and reused by predict.
-
-    `whiten` projects onto the top `whiten_dim` principal components and scales each to unit
-    variance. Self-supervised features often spend most of their variance on a few nuisance
-    directions (pose, stroke width); whitening stops those from dominating the Gaussians.
-    """
-
-    def __init__(self, kind: str, whiten_dim: int | None = None):
-        self.kind = kind
-        self.whiten_dim = whiten_dim
-        self.in_dim: int | None = None
-        self.mean: Tensor | None = None
-        self.std: Tensor | None = None
-        self.proj: Tensor | None = None  # whiten: D x d projection
-        self.shift: Tensor | None = None  # centring used internally for float32 accuracy
-
-    def fit(self, x: Tensor) -> InputTransform:
-        self.in_dim = x.shape[1]
-        if self.kind == "standardize":
-            self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-12)
-        elif self.kind == "whiten":
-            self.mean, self.proj = _whitening(x, self.whiten_dim)
-        self.shift = self._apply(x).mean(0)
-        return self
-
-    def _apply(self, x: Tensor) -> Tensor:
-        if self.kind == "normalize":
-            return F.normalize(x, dim=1)
-        if self.kind == "standardize":
-            return (x - self.mean) / self.std
-        if self.kind == "whiten":
-            return (x - self.mean) @ self.proj
-        return x
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self._apply(x) - self.shift
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "whiten_dim": self.whiten_dim, "in_dim": self.in_dim,
-                "mean": self.mean, "std": self.std, "proj": self.proj, "shift": self.shift}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> InputTransform:
-        t = cls(state["kind"], state.get("whiten_dim"))
-        t.in_dim = state.get("in_dim")
-        for name in ("mean", "std", "proj", "shift"):
-            value = state.get(name)
-            setattr(t, name, None if value is None else value.to(device))
-        if t.in_dim is None:  # saved before in_dim was recorded: no dimension change then
-            t.in_dim = t.shift.shape[0]
-        return t
-
-
-def _moments(x: Tensor, chunk: int = 65536) -> tuple[Tensor, Tensor]:
-    """Mean (D,) and covariance (D, D) of the rows of x in float64, accumulated in chunks
-    so that large X is never copied whole."""
-    starts = range(0, len(x), chunk)
-    mean = sum(x[a:a + chunk].double().sum(0) for a in starts) / len(x)
-    scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    for a in starts:
-        part = x[a:a + chunk].double() - mean
-        scatter += part.T @ part
-    return mean, scatter / max(len(x) - 1, 1)
-
-
-def _whitening(x: Tensor, keep: int | None, chunk: int = 65536) -> tuple[Tensor, Tensor]:
-    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
-    mean, cov = _moments(x, chunk)
-    eigval, eigvec = torch.linalg.eigh(cov)
-    eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
-    top = float(eigval[0])
-    rank = int((eigval > max(top * 1e-10, 1e-30)).sum()) if top > 0 else 0
-    if rank == 0:
-        raise InputError("transform='whiten': X has no variance (all rows are equal)")
-    d = min(rank, keep) if keep is not None else rank
-    proj = eigvec[:, :d] / eigval[:d].sqrt()
-    return mean.to(x.dtype), proj.to(x.dtype)
 
 
 class DeepDPM:
@@ -179,7 +100,6 @@ class DeepDPM:
              on_epoch: EpochCallback | None, resume: bool) -> None:
         cfg = self.config
         dim = x_np.shape[1]
-        x_raw = torch.as_tensor(x_np, device=self.device_)
         if resume:
             if self._train_state is None:
                 raise InputError("resume=True needs a model loaded with DeepDPM.load")
@@ -189,18 +109,18 @@ class DeepDPM:
                 raise InputError(f"X has {dim} columns but the saved model was fitted on "
                                  f"{fitted_dim}")
             self._restore_training(self._train_state)
-            x = self.transform_(x_raw)
+            x = self.transform_(x_np)
             self._prepare_resume_buffers(x)
             start = self.epoch_ + 1
         else:
-            self.transform_ = InputTransform(cfg.transform, cfg.whiten_dim).fit(x_raw)
-            x = self.transform_(x_raw)
+            self.transform_ = InputTransform(cfg.transform, cfg.whiten_dim).fit(x_np,
+                                                                                self.device_)
+            x = self.transform_(x_np)
             self._generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
             self.prior_ = self._build_prior(x)
             self._init_params(x, init_means)
             self.history_: list[dict[str, Any]] = []
             start = 0
-        del x_raw
         y_codes = None if y is None else np.unique(y, return_inverse=True)[1]
 
         epochs = range(start, self._end_epoch)
@@ -296,7 +216,7 @@ class DeepDPM:
                                                                    device=cov.device))
         m0 = torch.zeros(dim, dtype=torch.float64, device=x.device)  # x is centred on the mean
         if cfg.prior_mu == "zero":
-            m0 = -self.transform_.shift.double()
+            m0 = self.transform_(np.zeros((1, self.transform_.in_dim)))[0].double()
         nu = float(cfg.nu) if cfg.nu is not None else dim + 2.0
         return NIWPrior(m0=m0, psi=psi, nu=nu, kappa=cfg.kappa)
 
@@ -307,7 +227,7 @@ class DeepDPM:
             raw_dim = self.transform_.in_dim
             if centres.shape[1] != raw_dim:
                 raise InputError(f"init_means has {centres.shape[1]} columns, X has {raw_dim}")
-            centres_t = self.transform_(torch.as_tensor(centres, device=x.device))
+            centres_t = self.transform_(centres)
             labels, _ = nearest_centre(x, centres_t)
             k = centres.shape[0]
         else:
@@ -635,7 +555,7 @@ class DeepDPM:
         if x_np.shape[1] != self.transform_.in_dim:
             raise InputError(f"X has {x_np.shape[1]} columns but the model was fitted on "
                              f"{self.transform_.in_dim}")
-        x = self.transform_(torch.as_tensor(x_np, device=self.device_))
+        x = self.transform_(x_np)
         return self._forward_chunks(x)
 
     def _export(self, x: Tensor) -> None:
@@ -661,8 +581,7 @@ class DeepDPM:
         second = self._cov + dev[:, :, None] * dev[:, None, :]
         cov = self._cov.new_zeros(self.n_clusters_, *self._cov.shape[1:]).index_add_(
             0, groups, w[:, None, None] * second) / weight[:, None, None]
-        self.means_ = (mean + self.transform_.shift.double()).cpu().numpy()  # transformed space
-        self.covariances_ = cov.cpu().numpy()
+        self.means_, self.covariances_ = self.transform_.to_input_units(mean, cov)
         self.weights_ = weight.cpu().numpy()
 
     # ------------------------------------------------------------------ persistence

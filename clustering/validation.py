@@ -19,13 +19,17 @@ PRIOR_MU = ("data_mean", "zero")
 
 
 def check_array(X: Any, name: str = "X", min_rows: int = MIN_POINTS) -> np.ndarray:
-    """A finite float32 N x D array, or InputError saying what is wrong."""
+    """A finite real N x D array (float64 stays float64: the unit change is computed in it
+    before the model's float32; everything else becomes float32), or one clear InputError."""
     if torch.is_tensor(X):
         X = X.detach().cpu().numpy()
     try:
         arr = np.asarray(X)
     except Exception as exc:
         raise InputError(f"{name} cannot be read as an array ({exc})") from exc
+    if np.iscomplexobj(arr):
+        raise InputError(f"{name} is complex ({arr.dtype}); pass real features (e.g. "
+                         "np.hstack([X.real, X.imag]))")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -34,7 +38,8 @@ def check_array(X: Any, name: str = "X", min_rows: int = MIN_POINTS) -> np.ndarr
         raise InputError(f"{name} has no columns (shape {arr.shape})")
     if arr.shape[0] < min_rows:
         raise InputError(f"{name} has {arr.shape[0]} rows; at least {min_rows} points are needed")
-    arr = arr.astype(np.float32, copy=False)
+    if arr.dtype != np.float64:
+        arr = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr).all(1)
     if bad.any():
         raise InputError(f"{name} has NaN or Inf in {int(bad.sum())} of {arr.shape[0]} rows "

@@ -119,7 +119,7 @@ def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
     white = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=8, **FAST).fit(data, y)
     assert white.n_clusters_ == 4 and white.metrics_["nmi"] > 0.9
     assert white.means_.shape == (4, 8)
-    projected = white.transform_(torch.as_tensor(data))
+    projected = white.transform_(data)
     np.testing.assert_allclose(np.cov(projected.numpy().T), np.eye(8), atol=1e-3)
     # fewer components: the model works in whiten_dim dimensions, predict takes raw rows
     small = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=3, **FAST).fit(data, y)
@@ -218,3 +218,27 @@ def test_bad_device_is_named():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device='cuda': CUDA is not available"):
             DeepDPM(max_epochs=1, device="cuda").fit(x)
+
+
+def test_result_does_not_depend_on_the_units_of_x():
+    # 5 separated blobs; the same data in other units or far from the origin (float64)
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 200)
+    x = rng.normal(size=(5, 10))[y] * 6 + rng.normal(size=(1000, 10))
+    params = {"init_k": 5, "max_epochs": 20, "seed": 0}
+    ref = DeepDPM(**params).fit(x)
+    assert ref.n_clusters_ == 5 and adjusted_rand_score(y, ref.labels_) == 1.0
+    for scale, shift in [(1e-6, 0), (1e-4, 0), (1e-2, 0), (1e6, 0), (1, 1e6), (1e-6, 1e6)]:
+        model = DeepDPM(**params).fit(x * scale + shift)
+        assert adjusted_rand_score(ref.labels_, model.labels_) == 1.0, (scale, shift)
+        order = np.argsort(model.means_[:, 0])  # means come back in the data's units
+        np.testing.assert_allclose(model.means_[order], ref.means_[np.argsort(ref.means_[:, 0])]
+                                   * scale + shift, rtol=1e-4, atol=1e-4 * scale)
+    huge = DeepDPM(**params).fit((x * 1e18).astype(np.float32))  # float32 squares overflow
+    assert adjusted_rand_score(ref.labels_, huge.labels_) == 1.0
+    with pytest.raises(InputError, match="spread"):
+        DeepDPM(**params).fit(x * 1e300)
+    with pytest.raises(InputError, match="complex"):
+        DeepDPM(**params).fit(x + 1j)

@@ -1,0 +1,149 @@
+"""Input preprocessing fitted on the training data and reused by predict.
+
+Two steps. First a unit change computed in float64 (centre, then divide by one scalar, the
+root-mean-square distance from the centre), so the nets, k-means and the float32
+sufficient statistics always see numbers of order 1: the result does not depend on the
+data's units (blobs at scale 1e-6 and 1e6, or shifted by 1e6, get the same labels), and
+values near the float32 limit do not overflow. One scalar keeps every shape (the data_cov
+prior is affine-equivariant, so the posterior over partitions is unchanged). Then the
+user's `transform` (none, normalize, standardize, whiten), which is unaffected by the unit
+change (normalize skips the centring: row norms are not translation invariant).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from data.errors import InputError
+
+CHUNK = 65536
+
+
+def _unit_change(x: np.ndarray, centred: bool) -> tuple[np.ndarray, float]:
+    """Float64 centre (D,) and scale: the RMS distance to the centre, computed against the
+    largest deviation first so that no square overflows even near float64's limit."""
+    starts = range(0, len(x), CHUNK)
+    centre = np.zeros(x.shape[1])
+    if centred:
+        centre = sum(x[a:a + CHUNK].sum(0, dtype=np.float64) for a in starts) / len(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = max(float(np.abs(x[a:a + CHUNK] - centre).max()) for a in starts)
+        if not np.isfinite(peak):
+            raise InputError("X has values too large to centre in float64 "
+                             f"(largest |x| = {float(np.abs(x).max()):.3g})")
+        if peak == 0:
+            return centre, 1.0  # every row equal: nothing to rescale
+        mean_sq = sum(float(np.square((x[a:a + CHUNK] - centre) / peak).sum())
+                      for a in starts) / x.size
+    scale = peak * float(np.sqrt(mean_sq))
+    if not 1e-150 < scale < 1e150:  # covariances (scale^2) must be representable
+        raise InputError(f"X's spread ({scale:.3g}) is outside what float64 covariances can "
+                         "hold (1e-150 to 1e150); rescale X")
+    return centre, scale
+
+
+def _moments(x: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
+    """Mean (D,) and covariance (D, D) of the rows of x in float64, accumulated in chunks
+    so that large X is never copied whole."""
+    starts = range(0, len(x), chunk)
+    mean = sum(x[a:a + chunk].double().sum(0) for a in starts) / len(x)
+    scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for a in starts:
+        part = x[a:a + chunk].double() - mean
+        scatter += part.T @ part
+    return mean, scatter / max(len(x) - 1, 1)
+
+
+def _whitening(x: Tensor, keep: int | None) -> tuple[Tensor, Tensor]:
+    """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
+    mean, cov = _moments(x)
+    eigval, eigvec = torch.linalg.eigh(cov)
+    eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
+    top = float(eigval[0])
+    rank = int((eigval > max(top * 1e-10, 1e-30)).sum()) if top > 0 else 0
+    if rank == 0:
+        raise InputError("transform='whiten': X has no variance (all rows are equal)")
+    d = min(rank, keep) if keep is not None else rank
+    proj = eigvec[:, :d] / eigval[:d].sqrt()
+    return mean.to(x.dtype), proj.to(x.dtype)
+
+
+class InputTransform:
+    """Unit change, then `kind`, then centring; `transform(x_np)` gives the float32 tensor
+    the model works on.
+
+    `whiten` projects onto the top `whiten_dim` principal components and scales each to unit
+    variance. Self-supervised features often spend most of their variance on a few nuisance
+    directions (pose, stroke width); whitening stops those from dominating the Gaussians.
+    """
+
+    def __init__(self, kind: str, whiten_dim: int | None = None):
+        self.kind = kind
+        self.whiten_dim = whiten_dim
+        self.in_dim: int | None = None
+        self.centre: Tensor | None = None  # float64 unit change: (x - centre) / scale
+        self.scale: float = 1.0
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+        self.proj: Tensor | None = None  # whiten: D x d projection
+        self.shift: Tensor | None = None  # centring used internally for float32 accuracy
+
+    def fit(self, x: np.ndarray, device: torch.device) -> InputTransform:
+        """Fit on the raw N x D array (float32 or float64)."""
+        self.in_dim = x.shape[1]
+        centre, self.scale = _unit_change(x, centred=self.kind != "normalize")
+        self.centre = torch.as_tensor(centre, dtype=torch.float64, device=device)
+        u = self._unit(x)
+        if self.kind == "standardize":
+            self.mean, self.std = u.mean(0), u.std(0).clamp_min(1e-12)
+        elif self.kind == "whiten":
+            self.mean, self.proj = _whitening(u, self.whiten_dim)
+        self.shift = self._apply(u).mean(0)
+        return self
+
+    def _unit(self, x: np.ndarray) -> Tensor:
+        """(x - centre) / scale in float64, chunk by chunk, stored as float32."""
+        out = torch.empty(x.shape, dtype=torch.float32, device=self.centre.device)
+        for a in range(0, len(x), CHUNK):
+            part = torch.as_tensor(np.asarray(x[a:a + CHUNK]), device=out.device).double()
+            out[a:a + CHUNK] = (part - self.centre) / self.scale
+        return out
+
+    def _apply(self, u: Tensor) -> Tensor:
+        if self.kind == "normalize":
+            return F.normalize(u, dim=1)
+        if self.kind == "standardize":
+            return (u - self.mean) / self.std
+        if self.kind == "whiten":
+            return (u - self.mean) @ self.proj
+        return u
+
+    def __call__(self, x: np.ndarray) -> Tensor:
+        return self._apply(self._unit(x)) - self.shift
+
+    def to_input_units(self, mean: Tensor, cov: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Means and covariances from the model's space to the user's: X's units for
+        kind none, the transformed space (unit-free) for the others."""
+        mean = mean + self.shift.double()
+        if self.kind == "none":
+            mean, cov = mean * self.scale + self.centre, cov * self.scale ** 2
+        return mean.cpu().numpy(), cov.cpu().numpy()
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "whiten_dim": self.whiten_dim, "in_dim": self.in_dim,
+                "centre": self.centre, "scale": self.scale, "mean": self.mean, "std": self.std,
+                "proj": self.proj, "shift": self.shift}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> InputTransform:
+        t = cls(state["kind"], state["whiten_dim"])
+        t.in_dim, t.scale = state["in_dim"], float(state["scale"])
+        for name in ("centre", "mean", "std", "proj", "shift"):
+            value = state[name]
+            setattr(t, name, None if value is None else value.to(device))
+        return t
