@@ -16,8 +16,10 @@ from clustering.config import DeepDPMConfig
 from data.config import load_config, to_container
 from data.errors import DeepDPMError, InputError
 from data.files import load_array, load_labels, save_csv, save_json, save_npy, save_text
+from data.folders import atomic_folder, check_folder_target, folder_lock, refuse_foreign
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "clustering.yaml"
+FIT_OUTPUTS = ("labels.npy", "model.pt", "history.csv", "config.yaml", "metrics.json")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    check_folder_target(out, "--out")  # before any work: a bad --out must not cost a fit
+    with folder_lock(out, "--out"):
+        refuse_foreign(out, FIT_OUTPUTS, "--out")
+        _fit_into(args, out)
+
+
+def _fit_into(args: argparse.Namespace, out: Path) -> None:
+    """Fit, then write every output into a temporary sibling that replaces `out` whole."""
     from clustering.model import DeepDPM
 
     config_file = Path(args.config) if args.config else DEFAULT_CONFIG
@@ -57,16 +68,16 @@ def _fit(args: argparse.Namespace) -> None:
     y = load_labels(args.labels, allow_pickle=args.allow_pickle) if args.labels else None
     if y is not None and x.ndim >= 1 and len(y) != len(x):
         raise InputError(f"{args.labels}: {len(y)} labels but {args.embeddings} has {len(x)} rows")
-    out = Path(args.out)
     model = DeepDPM(**params).fit(x, y)
-    save_npy(out / "labels.npy", model.labels_)
-    model.save(out / "model.pt")
-    save_csv(out / "history.csv", model.history_)
-    save_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     metrics = {"k": int(model.n_clusters_), "k_used": int(len(np.unique(model.labels_)))}
     if y is not None:
         metrics.update({k: v for k, v in model.metrics_.items() if k != "k"})
-    save_json(out / "metrics.json", metrics)
+    with atomic_folder(out, FIT_OUTPUTS, "--out") as tmp:
+        save_npy(tmp / "labels.npy", model.labels_)
+        model.save(tmp / "model.pt")
+        save_csv(tmp / "history.csv", model.history_)
+        save_text(tmp / "config.yaml", OmegaConf.to_yaml(cfg))
+        save_json(tmp / "metrics.json", metrics)
     line = f"K = {model.n_clusters_}"
     if y is not None:
         line += "  " + "  ".join(f"{k.upper()} = {metrics[k]:.4f}" for k in ("nmi", "ari", "acc"))
@@ -74,9 +85,21 @@ def _fit(args: argparse.Namespace) -> None:
     print(f"wrote {out}/labels.npy, model.pt, history.csv, metrics.json")
 
 
+def _output_file(value: str | None, flag: str) -> None:
+    """An output file path: not a folder, in a folder we can write (checked before work)."""
+    if value is None:
+        return
+    path = Path(value)
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; give the .npy file to write")
+    check_folder_target(path.parent, flag)
+
+
 def _predict(args: argparse.Namespace) -> None:
     from clustering.model import DeepDPM
 
+    _output_file(args.out, "--out")
+    _output_file(args.proba, "--proba")
     model = DeepDPM.load(args.model)
     x = load_array(args.embeddings, key=args.key, allow_pickle=args.allow_pickle)
     save_npy(args.out, model.predict(x))

@@ -638,12 +638,20 @@ class DeepDPM:
             raise InputError(f"{p}: not a DeepDPM model file ({exc.__class__.__name__})") from exc
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise InputError(f"{p}: not a DeepDPM model file")
-        params = dict(state["config"])
-        if device is not None:
-            params["device"] = device
-        model = cls(**params)
-        model.device_ = resolve_device(model.config.device)
-        model._restore_training(state)
+        try:
+            params = dict(state["config"])
+            if device is not None:
+                params["device"] = device
+            model = cls(**params)
+            model.device_ = resolve_device(model.config.device)
+            model._restore_training(state)
+            _check_restored(model)
+        except InputError as exc:
+            raise InputError(f"{p}: damaged DeepDPM model file ({exc})") from exc
+        except Exception as exc:  # missing keys, wrong shapes: the file was altered
+            detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise InputError(f"{p}: damaged DeepDPM model file ({exc.__class__.__name__}"
+                             f"{': ' + detail if detail else ''})") from exc
         model._train_state = state
         model._fitted = True
         return model
@@ -694,6 +702,23 @@ class DeepDPM:
             z = self._resp.argmax(1)
             self._sub_resp = torch.softmax(self.sub_nets_(x, z), 1)
         self._soft_stats = None
+
+
+def _check_restored(model: DeepDPM) -> None:
+    """Every restored array agrees with K and D (a tampered file fails here, not in predict)."""
+    k, dim = model.k_, model._dim
+    with torch.no_grad():
+        out = model.cluster_net_(torch.zeros(1, dim, device=model.device_)).shape
+    shapes = {"means": (model._mu.shape, (k, dim)),
+              "covariances": (model._cov.shape, (k, dim, dim)),
+              "weights": (model._pi.shape, (k,)), "cluster net output": (out, (1, k)),
+              "component_cluster": (model.component_cluster_.shape, (k,))}
+    for name, (got, want) in shapes.items():
+        if tuple(got) != want:
+            raise InputError(f"{name} have shape {tuple(got)}, expected {want} for K = {k}")
+    groups = model.component_cluster_
+    if bool((groups < 0).any()) or bool((groups >= k).any()):
+        raise InputError("component_cluster refers to clusters that do not exist")
 
 
 def _optimizer_state(opt: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, Any]:

@@ -30,14 +30,41 @@ def _valid_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; a bigger file is not one of ours
+
+
 def _read_yaml(path: str | os.PathLike) -> DictConfig:
+    """One YAML mapping. Aliases are refused (nested aliases expand without bound: a
+    "YAML bomb" would hang the loader) and the file size is capped."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: config file not found")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is too large for a config file "
+                          f"(limit {MAX_CONFIG_BYTES})")
     try:
-        cfg = OmegaConf.load(path)
+        text = path.read_text()
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{path}: uses a YAML alias (*{event.anchor}); aliases are "
+                                  "not supported in configs, write the values out")
+        data = yaml.safe_load(text)
+    except ConfigError:
+        raise
     except Exception as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a mapping of keys to values, got a "
+                          f"{type(data).__name__} ({str(data)[:40]!r})")
+    try:
+        cfg = OmegaConf.load(path)  # omegaconf's loader (it reads 1e-3 as a float)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: must hold a mapping of keys to values")
     return cfg
@@ -70,6 +97,12 @@ def load_config(schema: Any, files: Sequence[str | os.PathLike] = (),
             else:
                 msg += f" ({str(exc).splitlines()[0]})"
             raise ConfigError(msg) from exc
+    try:  # interpolations (${...}) are resolved now, so a bad one fails here, in one line
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        where = f"{key!r}" if key else "an interpolation"
+        raise ConfigError(f"cannot resolve {where}: {str(exc).splitlines()[0]}") from exc
     return cfg
 
 

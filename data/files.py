@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from data.errors import DataNotFoundError, InputError
+from data.folders import file_mode
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
@@ -116,6 +117,9 @@ def load_array(path: str | os.PathLike, *, key: str | None = None,
     except InputError:
         raise
     except ValueError as exc:
+        if "max_header_size" in str(exc):
+            raise InputError(f"{path}: its .npy header is far larger than NumPy writes; "
+                             "refusing to parse it (re-save the array with np.save)") from exc
         if "pickle" in str(exc).lower():
             raise InputError(
                 f"{path}: holds pickled Python objects; refusing to unpickle "
@@ -152,6 +156,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, file_mode())  # mkstemp makes 0600; follow the umask like open()
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
