@@ -1,9 +1,11 @@
 """Stage manifests: the record that a stage finished, and of what it was computed from.
 
 A manifest holds the hash of the stage's config section, the hash of its inputs (upstream
-manifests' output hashes, or input files' bytes) and the sha256 of every output. It is
-written last and atomically, so its presence means "this stage's outputs are complete";
-a stage killed midway leaves none and is redone on the next run.
+manifests' output hashes, or input files' bytes), the sha256 of every output and the list
+of entries the stage wrote. A stage runs in a partial sibling folder (`.<stage>.partial`)
+and the manifest is written there last; only then does the folder replace the stage's
+folder whole (data/folders.py). A stage killed midway leaves the old folder untouched and
+its partial folder to resume from.
 """
 
 from __future__ import annotations
@@ -62,13 +64,22 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def output_intact(path: Path, info: dict[str, Any]) -> bool:
+    """The file still holds what the manifest recorded: same size, and same mtime (fast
+    path) or else the same sha256 (a same-size edit in place is caught)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if not path.is_file() or st.st_size != info["size"]:
+        return False
+    return st.st_mtime_ns == info.get("mtime_ns") or hash_file(path) == info["sha256"]
+
+
 def outputs_present(stage_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Every recorded output still exists with its recorded size (no re-hashing)."""
-    for rel, info in manifest.get("outputs", {}).items():
-        path = stage_dir / rel
-        if not path.is_file() or path.stat().st_size != info["size"]:
-            return False
-    return True
+    """Every recorded output is still there, unchanged."""
+    return all(output_intact(stage_dir / rel, info)
+               for rel, info in manifest.get("outputs", {}).items())
 
 
 def is_current(stage_dir: Path, config_hash: str, inputs_hash: str) -> bool:
@@ -79,46 +90,53 @@ def is_current(stage_dir: Path, config_hash: str, inputs_hash: str) -> bool:
             and outputs_present(stage_dir, manifest))
 
 
-def prepare_stage_dir(stage_dir: Path, config_hash: str, inputs_hash: str,
-                      keep: tuple[str, ...] = ()) -> None:
-    """Drop the old manifest first, then stale outputs, then mark the stage as running.
+def owned_entries(stage_dir: Path) -> set[str]:
+    """Top-level entries of a finished stage folder that the stage wrote."""
+    manifest = read_manifest(stage_dir) or {}
+    return ({MANIFEST, *manifest.get("files", ())}
+            | {rel.split("/")[0] for rel in manifest.get("outputs", {})})
 
-    Entries named in `keep` survive only when an interrupted run with the same hashes left
-    them (e.g. a MoCo checkpoint to resume from); anything else is cleared.
-    """
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / MANIFEST).unlink(missing_ok=True)
-    running = stage_dir / RUNNING
+
+def start_partial(partial: Path, config_hash: str, inputs_hash: str,
+                  keep: tuple[str, ...] = ()) -> None:
+    """Ready the partial folder a stage runs in. Entries named in `keep` survive only when
+    an interrupted run with the same hashes left them (e.g. a MoCo checkpoint to resume
+    from); the rest of a stale partial folder (ours: only stages write there) is cleared."""
+    running = partial / RUNNING
     try:
         previous = json.loads(running.read_text())
     except (OSError, ValueError):
         previous = {}
     same = previous == {"config_hash": config_hash, "inputs_hash": inputs_hash}
-    for entry in stage_dir.iterdir():
-        if entry.name == RUNNING or (same and entry.name in keep):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    if partial.is_dir():
+        for entry in partial.iterdir():
+            if entry.name == RUNNING or (same and entry.name in keep):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    partial.mkdir(parents=True, exist_ok=True)
     save_json(running, {"config_hash": config_hash, "inputs_hash": inputs_hash})
 
 
 def write_manifest(stage_dir: Path, stage: str, config_hash: str, inputs_hash: str,
                    outputs: list[str], artifacts: dict[str, Any], seconds: float) -> dict:
     """Hash the outputs and write the manifest last, atomically; clear the running mark."""
+    (stage_dir / RUNNING).unlink(missing_ok=True)
+    info = {rel: (stage_dir / rel).stat() for rel in sorted(outputs)}
     manifest = {
         "stage": stage,
         "config_hash": config_hash,
         "inputs_hash": inputs_hash,
-        "outputs": {rel: {"sha256": hash_file(stage_dir / rel),
-                          "size": (stage_dir / rel).stat().st_size} for rel in sorted(outputs)},
+        "outputs": {rel: {"sha256": hash_file(stage_dir / rel), "size": st.st_size,
+                          "mtime_ns": st.st_mtime_ns} for rel, st in info.items()},
+        "files": sorted(e.name for e in stage_dir.iterdir()),
         "artifacts": artifacts,
         "seconds": round(seconds, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     save_json(stage_dir / MANIFEST, manifest)
-    (stage_dir / RUNNING).unlink(missing_ok=True)
     return manifest
 
 

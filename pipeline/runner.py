@@ -15,13 +15,21 @@ from typing import Any
 
 from data.errors import ConfigError, DataNotFoundError
 from data.files import save_text
+from data.folders import (
+    check_folder_target,
+    folder_lock,
+    partial_dir,
+    refuse_foreign,
+    replace_folder,
+)
 from pipeline.config import load_pipeline_config, plain
 from pipeline.manifest import (
     hash_obj,
     is_current,
     outputs_hash,
-    prepare_stage_dir,
+    owned_entries,
     read_manifest,
+    start_partial,
     write_manifest,
 )
 from pipeline.report import config_yaml
@@ -74,17 +82,37 @@ def _warn_if_stale(name: str, ctx: StageContext, manifest: dict, log: Log) -> No
 
 
 def _run_stage(stage: Stage, ctx: StageContext, hashes: tuple[str, str], log: Log) -> None:
+    """Run into the stage's partial folder; the finished folder replaces the old one whole."""
     folder = ctx.stage_dir(stage.name)
-    prepare_stage_dir(folder, *hashes, keep=stage.keep)
+    refuse_foreign(folder, owned_entries(folder), f"the {stage.name} stage's folder")
+    partial = partial_dir(folder)
+    start_partial(partial, *hashes, keep=stage.keep)
     ctx.tracker.start()
     log(f"[{stage.name}] running -> {folder}")
     t0 = time.perf_counter()
-    result = stage.run(ctx, folder)
+    result = stage.run(ctx, partial)
     seconds = time.perf_counter() - t0
-    write_manifest(folder, stage.name, *hashes, result.outputs, result.artifacts, seconds)
+    write_manifest(partial, stage.name, *hashes, result.outputs, result.artifacts, seconds)
+    replace_folder(folder, partial)
     brief = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in result.summary.items() if k in ("k", "nmi", "ari", "acc"))
     log(f"[{stage.name}] done in {seconds:.1f}s" + (f" ({brief})" if brief else ""))
+
+
+INPUT_KEYS = ("features.embeddings", "features.labels", "features.data.root",
+              "features.data.subset_file")
+
+
+def _refuse_inputs_inside(cfg: Any, root: Path) -> None:
+    """An input file inside the experiment folder could be replaced (or removed) by the
+    very run that reads it."""
+    from omegaconf import OmegaConf
+
+    for key in INPUT_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value and Path(value).expanduser().resolve().is_relative_to(root.resolve()):
+            raise ConfigError(f"{key}={value} lies inside the experiment's output folder "
+                              f"{root}, which the pipeline rewrites; copy it elsewhere first")
 
 
 def run_pipeline(config_path: str | Path, overrides: Sequence[str] = (), *,
@@ -93,14 +121,25 @@ def run_pipeline(config_path: str | Path, overrides: Sequence[str] = (), *,
     """Run (or skip) each selected stage; returns {stage: "ran"|"skipped"|"disabled"}."""
     selected = select(only, from_stage)
     cfg = load_pipeline_config(config_path, list(overrides))
+    check_folder_target(Path(cfg.output_dir), "output_dir")
     root = Path(cfg.output_dir) / str(cfg.experiment)
+    check_folder_target(root, "the experiment folder")
+    _refuse_inputs_inside(cfg, root)
+    with folder_lock(root, "the experiment folder"):
+        return _run_locked(cfg, root, Path(config_path), selected, only, from_stage, force,
+                           log)
+
+
+def _run_locked(cfg: Any, root: Path, config_path: Path, selected: list[str],
+                only: str | None, from_stage: str | None, force: bool,
+                log: Log) -> dict[str, str]:
     root.mkdir(parents=True, exist_ok=True)
     save_text(root / "config.yaml", config_yaml(cfg))
     w = cfg.wandb
     tracker = Tracker(mode=w.mode, project=w.project, entity=w.entity, group=w.group,
                       experiment=str(cfg.experiment), root=root,
                       job_type=only or "pipeline", config=_tracked_config(cfg))
-    ctx = StageContext(cfg=cfg, root=root, tracker=tracker, config_path=Path(config_path))
+    ctx = StageContext(cfg=cfg, root=root, tracker=tracker, config_path=config_path)
     status: dict[str, str] = {}
     rerun_rest = force or bool(only) or bool(from_stage)
     try:

@@ -54,6 +54,13 @@ def epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(rows)
 
 
+def _before(logged: Any, epoch: Any) -> bool:
+    try:
+        return float(logged) < float(epoch)
+    except (TypeError, ValueError):
+        return True
+
+
 class StageLog:
     """Per-stage epoch logger: CSV rows in the stage folder and W&B metrics with a prefix."""
 
@@ -61,6 +68,12 @@ class StageLog:
         self.tracker, self.stage, self.csv_path = tracker, stage, csv_path
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
+        self._resumed = False
+        if csv_path.is_file():  # a resumed stage: keep the epochs logged before the stop
+            with open(csv_path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                self.rows, self.columns = list(reader), list(reader.fieldnames or [])
+            self._resumed = bool(self.rows)
 
     def __call__(self, record: dict[str, Any]) -> None:
         self.log(record)
@@ -77,6 +90,9 @@ class StageLog:
                 row[key] = scalar
         if sizes is not None:
             row["sizes"] = " ".join(str(int(s)) for s in np.asarray(sizes).reshape(-1))
+        if self._resumed:  # epochs logged after the checkpoint we resumed from are redone
+            self.rows = [r for r in self.rows if _before(r.get("epoch"), row.get("epoch"))]
+            self._resumed = False
         self.rows.append(row)
         for key in row:
             if key not in self.columns:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from data.errors import ConfigError, DataNotFoundError
+from data.errors import ConfigError, DataNotFoundError, InputError
 from pipeline import run_pipeline
 from pipeline.cli import main
 from pipeline.manifest import hash_file, read_manifest
@@ -155,6 +155,29 @@ def test_image_folder_end_to_end_then_rerun_rules(tmp_path: Path, image_root: Pa
     _assert_outputs_match_manifest(root / "cluster")
 
 
+def test_resumed_moco_keeps_the_epochs_before_the_stop(
+        tmp_path: Path, image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import features
+
+    cfg = {"experiment": "tiny", "output_dir": str(tmp_path / "out"),
+           "features": {**TINY_FEATURES,
+                        "train": {**TINY_FEATURES["train"], "epochs": 2, "max_steps": 100},
+                        "data": {**TINY_FEATURES["data"], "root": str(image_root)}},
+           "cluster": dict(TINY_CLUSTER), "wandb": {"mode": "disabled"}}
+    path = _write(tmp_path / "tiny.yaml", cfg)
+
+    def killed(*args: object, **kwargs: object) -> None:  # after MoCo, before the embeddings
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(features, "embed_dataset", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(path, only="features", log=_quiet)
+    monkeypatch.undo()
+    assert run_pipeline(path, only="features", log=_quiet) == {"features": "ran"}
+    rows = _history(tmp_path / "out" / "tiny" / "features" / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # trained before the stop, not again
+
+
 def test_interrupted_stage_is_redone(tmp_path: Path, embeddings: tuple[Path, Path],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from clustering import DeepDPM
@@ -168,11 +191,14 @@ def test_interrupted_stage_is_redone(tmp_path: Path, embeddings: tuple[Path, Pat
         Path(target).write_bytes(b"half a model")
         raise KeyboardInterrupt("killed midway")
 
+    before = {p.name: p.read_bytes() for p in cluster_dir.iterdir()}
     monkeypatch.setattr(DeepDPM, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(path, ["cluster.alpha=3.0"], log=_quiet)
-    assert not (cluster_dir / "manifest.json").exists()  # the old one went first
-    assert (cluster_dir / "labels.npy").exists() and (cluster_dir / "model.pt").exists()
+    # the finished folder is untouched; the killed run's files are in its partial folder
+    assert {p.name: p.read_bytes() for p in cluster_dir.iterdir()} == before
+    partial = cluster_dir.parent / ".cluster.partial"
+    assert (partial / "model.pt").read_bytes() == b"half a model"
     monkeypatch.undo()
 
     status = run_pipeline(path, ["cluster.alpha=3.0"], log=_quiet)
@@ -180,7 +206,7 @@ def test_interrupted_stage_is_redone(tmp_path: Path, embeddings: tuple[Path, Pat
     assert status["report"] == "ran"
     _assert_outputs_match_manifest(cluster_dir)
     assert DeepDPM.load(str(cluster_dir / "model.pt")).n_clusters_ >= 1
-    assert not (cluster_dir / ".running.json").exists()
+    assert not (cluster_dir / ".running.json").exists() and not partial.exists()
     assert (tmp_path / "out" / "imp" / "features" / "manifest.json").stat().st_mtime_ns \
         == features_mtime
 
@@ -190,18 +216,58 @@ def test_stale_files_cleared_and_imported_bytes_tracked(
     path = _import_config(tmp_path, embeddings)
     root = tmp_path / "out" / "imp"
     run_pipeline(path, log=_quiet)
-    (root / "cluster" / "leftover.tmp").write_text("partial")
-    (root / "cluster" / "manifest.json").unlink()  # as if killed before the manifest
+    (root / ".cluster.partial").mkdir()  # a killed run's leftovers, under another config
+    (root / ".cluster.partial" / "leftover.tmp").write_text("partial")
+    labels = root / "cluster" / "labels.npy"
+    zeroed = np.zeros_like(np.load(labels))
+    with open(labels, "r+b") as fh:  # edited in place: same size, other bytes
+        fh.seek(-zeroed.nbytes, 2)
+        fh.write(zeroed.tobytes())
     status = run_pipeline(path, log=_quiet)
     assert status == {"features": "skipped", "cluster": "ran", "alternate": "disabled",
                       "report": "ran"}
-    assert not (root / "cluster" / "leftover.tmp").exists()
+    assert not (root / ".cluster.partial").exists()
+    assert np.load(labels).any()
 
     x = np.load(embeddings[0])
     np.save(embeddings[0], x[::-1].copy())  # same shape, other bytes
     status = run_pipeline(path, log=_quiet)
     assert status["features"] == "ran" and status["cluster"] == "ran"
     assert np.array_equal(np.load(root / "features" / "embeddings.npy"), x[::-1])
+
+
+def test_pipeline_deletes_only_its_own_files(tmp_path: Path,
+                                             embeddings: tuple[Path, Path]) -> None:
+    path = _import_config(tmp_path, embeddings)
+    root = tmp_path / "out" / "imp"
+    run_pipeline(path, log=_quiet)
+    notes = root / "cluster" / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(InputError, match=r"cluster stage's folder .* did not write \(notes.txt\)"):
+        run_pipeline(path, ["cluster.alpha=3.0"], log=_quiet)
+    assert notes.read_text() == "mine" and (root / "cluster" / "manifest.json").is_file()
+    notes.unlink()
+    # an input inside the experiment folder would be rewritten by the run that reads it
+    inside = root / "features" / "embeddings.npy"
+    with pytest.raises(ConfigError, match="inside the experiment's output folder"):
+        run_pipeline(path, [f"features.embeddings={inside}"], log=_quiet)
+    assert inside.is_file()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="output_dir .* is a file"):
+        run_pipeline(path, [f"output_dir={tmp_path / 'file'}"], log=_quiet)
+
+
+def test_two_runs_on_one_experiment_folder(tmp_path: Path,
+                                           embeddings: tuple[Path, Path]) -> None:
+    import os
+
+    from data.folders import folder_lock
+
+    path = _import_config(tmp_path, embeddings)
+    with folder_lock(tmp_path / "out" / "imp", "the experiment folder"):
+        with pytest.raises(InputError, match=f"in use by another run \\(pid {os.getpid()}\\)"):
+            run_pipeline(path, log=_quiet)
+    assert run_pipeline(path, log=_quiet)["cluster"] == "ran"
 
 
 def test_only_needs_upstream_outputs(tmp_path: Path, embeddings: tuple[Path, Path]) -> None:

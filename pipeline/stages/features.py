@@ -146,4 +146,4 @@ def _extra_inputs(cfg: DictConfig) -> dict[str, Any]:
 
 
 STAGE = Stage(name="features", run=run, config=_config, extra_inputs=_extra_inputs,
-              keep=("moco",))
+              keep=("moco", "history.csv"))
