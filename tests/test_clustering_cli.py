@@ -160,6 +160,7 @@ def test_fit_refuses_to_touch_a_folder_it_did_not_write(embeddings, capsys):
     _fails(_fit_args(tmp, mine), capsys, "did not write (notes.txt)")
     assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
     _fails(_fit_args(tmp, tmp / "x.npy"), capsys, "is a file, not a folder")
+    _fails(_fit_args(tmp, tmp / "x.npy" / "o"), capsys, "cannot write in")
 
 
 def test_second_run_on_one_out_folder_is_refused_naming_the_holder(embeddings, capsys):
