@@ -16,7 +16,6 @@ All tensors live on one device; X is moved there once.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clustering.config import DeepDPMConfig
-from clustering.kmeans import kmeans_plus_plus, nearest_centre, two_means_1d
+from clustering.kmeans import nearest_centre, two_means_1d
 from clustering.metrics import evaluate
 from clustering.modes import mode_clusters
 from clustering.moves import log_joint, propose_merges, propose_splits
@@ -43,6 +42,7 @@ from clustering.niw import (
     map_params,
     weighted_stats,
 )
+from clustering.start import initial_partition
 from clustering.transform import InputTransform, _moments
 from clustering.validation import check_array, check_config, check_labels
 from data.devices import resolve_device
@@ -51,7 +51,6 @@ from data.errors import InputError
 EpochCallback = Callable[[dict[str, Any]], None]
 FORMAT = "deepdpm-v2"  # v2: components grouped into clusters by mode
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
-INIT_PROBE = 20_000  # points on which the initial K ladder is scored
 
 
 class DeepDPM:
@@ -231,9 +230,9 @@ class DeepDPM:
             labels, _ = nearest_centre(x, centres_t)
             k = centres.shape[0]
         else:
-            centres_t = self._initial_centres(x)
-            labels, _ = nearest_centre(x, centres_t)
-            k = centres_t.shape[0]
+            labels = initial_partition(x, cfg.init_k, self.prior_, cfg.alpha, self._generator,
+                                       cfg.kmeans_iters, cfg.init_search)
+            k = int(labels.max()) + 1
         self.k_ = k
         stats = grouped_stats(x, labels, k)
         self._mu, self._cov = map_params(stats, self.prior_)
@@ -255,38 +254,6 @@ class DeepDPM:
         self.epoch_ = -1
         if cfg.start_subclustering <= 0:
             self._init_subclusters(x, labels, torch.ones(k, dtype=torch.bool, device=x.device))
-
-    def _initial_centres(self, x: Tensor) -> Tensor:
-        """k-means++ centres for K = init_k, or for the K on a ladder that the model prefers.
-
-        Splits and merges are local moves. In high dimension with few points per cluster
-        the log joint has a barrier between K = 1 and the true partition: every 2-way
-        split of a mixture of many low-rank clusters pays a full-covariance price in
-        D^2 parameters before the pieces are pure (bench/k_evidence.py, docs/benchmarks.md).
-        With `init_search`, k-means partitions at K = init_k and K = 1, 2, 4, ... (up to
-        sqrt(n), on a subsample of INIT_PROBE points) are scored by the log joint and the
-        best one is the start.
-        """
-        cfg, gen = self.config, self._generator
-        n = x.shape[0]
-        sample = x
-        if n > 200_000:  # k-means on a subsample, as the authors do
-            sample = x[torch.randperm(n, generator=gen, device=x.device)[:200_000]]
-        probe = sample[torch.randperm(len(sample), generator=gen, device=x.device)[:INIT_PROBE]]
-        if not cfg.init_search or cfg.init_k > len(probe):
-            return kmeans_plus_plus(sample, cfg.init_k, gen, cfg.kmeans_iters)[0]
-        top = max(cfg.init_k, int(len(probe) ** 0.5))
-        ladder = sorted({cfg.init_k, *(2 ** j for j in range(top.bit_length()) if 2 ** j <= top)})
-        best, best_score = None, -math.inf
-        for k in ladder:
-            centres, labels = kmeans_plus_plus(probe, k, gen, min(cfg.kmeans_iters, 20))
-            score = float(log_joint(grouped_stats(probe, labels, k), self.prior_, cfg.alpha))
-            if score > best_score:
-                best, best_score = centres, score
-        if len(probe) < len(sample):  # refine the winner's centres on all the points
-            best = kmeans_plus_plus(sample, best.shape[0], gen, cfg.kmeans_iters,
-                                    init=best)[0]
-        return best
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self, x: Tensor, epoch: int) -> dict[str, Any]:

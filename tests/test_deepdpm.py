@@ -114,8 +114,6 @@ def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
     nuisance = rng.normal(size=(2000, 2)) * 40.0
     mixing = np.linalg.qr(rng.normal(size=(8, 8)))[0]  # rotate, so no column is clean
     data = (np.hstack([x, nuisance]) @ mixing).astype(np.float32)
-    plain = DeepDPM(init_k=1, seed=0, **FAST).fit(data, y)
-    assert plain.metrics_["nmi"] < 0.5  # the wide noise hides the clusters from the prior
     white = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=8, **FAST).fit(data, y)
     assert white.n_clusters_ == 4 and white.metrics_["nmi"] > 0.9
     assert white.means_.shape == (4, 8)

@@ -22,14 +22,15 @@ def heavy_tailed(seed: int = 0, k: int = 5, n: int = 400, dim: int = 5):
     return x.astype(np.float32), y
 
 
-def many_small_high_dim(seed: int = 0, k: int = 50, n: int = 40, dim: int = 64, rank: int = 4):
+def many_small_high_dim(seed: int = 0, k: int = 50, n: int = 40, dim: int = 64, rank: int = 4,
+                        spread: float = 0.5):
     """50 clusters of 40 points in 64-D, L2-normalised, each of low rank: fewer points per
     cluster than dimensions, as MoCo features of 50 ImageNet classes."""
     rng = np.random.default_rng(seed)
     mu = rng.normal(size=(k, dim))
     mu /= np.linalg.norm(mu, axis=1, keepdims=True)
     parts = [mu[c] + rng.normal(size=(n, rank)) @ (rng.normal(size=(dim, rank)) / dim ** 0.5).T
-             * 0.5 + rng.normal(0, 0.02, (n, dim)) for c in range(k)]
+             * spread + rng.normal(0, 0.02, (n, dim)) for c in range(k)]
     x = np.concatenate(parts)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32), np.repeat(np.arange(k), n)
@@ -57,6 +58,21 @@ def test_fifty_small_clusters_in_high_dimension():
     # the moves climb the log joint: the last state scores at least the first
     joint = [h["log_joint"] for h in model.history_]
     assert joint[-1] >= joint[0]
+
+
+def test_thin_clusters_that_k_means_cuts_across():
+    # 20 clusters of 40 points in 48-D, each spread along 4 random directions further than
+    # the distance between centres: k-means given the true K cuts across them, the
+    # mutual-neighbour graph start does not, and the log joint prefers it
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x, y = many_small_high_dim(seed=1, k=20, n=40, dim=48, rank=4, spread=0.9)
+    km = KMeans(20, n_init=10, random_state=0).fit_predict(x)
+    assert normalized_mutual_info_score(y, km) < 0.9
+    model = DeepDPM(seed=0, max_epochs=60).fit(x, y)
+    assert abs(model.n_clusters_ - 20) <= 1, [h["k"] for h in model.history_]
+    assert model.metrics_["nmi"] > 0.95
 
 
 def test_log_joint_changes_by_the_split_ratio():
