@@ -146,7 +146,7 @@ class DeepDPM:
             if record["event"]:
                 self._check_convergence(record, x.shape[0])
             last = epoch + 1 >= self._end_epoch
-            z = self._resp.argmax(1)
+            z = self._z
             sizes = torch.bincount(z, minlength=self.k_).cpu().numpy()
             record["k_used"] = int((sizes > 0).sum())
             if y_codes is not None and (epoch % cfg.eval_every == 0 or last):
@@ -184,18 +184,18 @@ class DeepDPM:
     def predict_proba(self, X: Any) -> np.ndarray:
         """Soft cluster assignments, N x n_clusters_ float32: the clustering net's
         component probabilities summed over the components of each cluster."""
-        prob = torch.softmax(self._logits(X), dim=1)
+        prob = torch.softmax(self._forward_chunks(self._inputs(X)), dim=1)
         groups = self.component_cluster_.to(prob.device)
         out = prob.new_zeros(prob.shape[0], self.n_clusters_)
         return out.index_add_(1, groups, prob).cpu().numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """Hard cluster labels (the cluster of the net's most likely component), int64."""
-        return self._labels_of(self._logits(X))
+        return self._labels_of(self._argmax_chunks(self._inputs(X)))
 
-    def _labels_of(self, logits: Tensor) -> np.ndarray:
-        return self.component_cluster_.to(logits.device)[logits.argmax(1)].cpu().numpy().astype(
-            np.int64)
+    def _labels_of(self, component: Tensor) -> np.ndarray:
+        groups = self.component_cluster_.to(component.device)
+        return groups[component].cpu().numpy().astype(np.int64)
 
     # ------------------------------------------------------------------ set-up
     def _build_prior(self, x: Tensor) -> NIWPrior:
@@ -243,8 +243,7 @@ class DeepDPM:
         self.sub_nets_ = SubclusterNets(dim, k, cfg.subcluster_hidden, self._generator, x.device)
         self._opt_cluster = torch.optim.Adam(self.cluster_net_.parameters(), lr=cfg.cluster_lr)
         self._opt_sub = torch.optim.Adam(self.sub_nets_.parameters(), lr=cfg.subcluster_lr)
-        self._resp = torch.zeros(x.shape[0], k, device=x.device)
-        self._resp[torch.arange(x.shape[0], device=x.device), labels] = 1
+        self._z = labels.clone()  # hard label per point: all that persists per point
         self._sub_resp = torch.full((x.shape[0], 2), 0.5, device=x.device)
         self._sub_ready = False
         self._last_move_epoch = -(10**9)
@@ -259,9 +258,11 @@ class DeepDPM:
     def _run_epoch(self, x: Tensor, epoch: int) -> dict[str, Any]:
         cfg = self.config
         n = x.shape[0]
-        # 1. E-step targets from the parameters frozen at the end of the previous epoch
+        # 1. E-step targets from the parameters frozen at the end of the previous epoch,
+        # computed batch by batch: nothing N x K is ever held (memory linear in N)
         scorer = GaussianScorer(self._mu, self._cov, torch.log(self._pi), x.dtype)
-        log_targets = scorer.log_responsibilities(x)
+        from_gmm = cfg.m_step_from == "gmm"
+        soft: Stats | None = None  # statistics of this epoch's responsibilities (M-step input)
         sub_active = self._sub_ready and epoch >= cfg.start_subclustering
         mu_sub = self._mu_sub.to(x.dtype) if sub_active else None
         # 2. mini-batch training of both nets
@@ -274,14 +275,19 @@ class DeepDPM:
         for a in range(0, n, batch_size):
             idx = perm[a:a + batch_size]
             xb = x[idx]
+            log_targets = scorer.log_responsibilities(xb)
             logits = self.cluster_net_(xb)
-            loss = F.kl_div(F.log_softmax(logits, 1), log_targets[idx], reduction="batchmean",
+            loss = F.kl_div(F.log_softmax(logits, 1), log_targets, reduction="batchmean",
                             log_target=True)
             self._opt_cluster.zero_grad(set_to_none=True)
             loss.backward()
             self._opt_cluster.step()
             logits = logits.detach()
-            self._resp[idx] = torch.softmax(logits, 1)
+            # gmm: exact EM, the targets the net was trained on; net: the net's outputs
+            resp = log_targets.exp() if from_gmm else torch.softmax(logits, 1)
+            part = weighted_stats(xb, resp)
+            soft = part if soft is None else soft + part
+            self._z[idx] = resp.argmax(1)
             loss_sum += loss.detach()
             n_batches += 1
             if sub_active:
@@ -294,9 +300,8 @@ class DeepDPM:
                 self._opt_sub.step()
                 self._sub_resp[idx] = sub_prob.detach()
                 sub_loss_sum += sub_loss.detach()
-        if cfg.epoch_end_pass and cfg.m_step_from == "net":
-            with torch.no_grad():
-                self._resp = torch.softmax(self._forward_chunks(x), 1)
+        if cfg.epoch_end_pass and not from_gmm:
+            soft = self._net_pass(x)
         record: dict[str, Any] = {
             "epoch": epoch,
             "cluster_loss": float(loss_sum / n_batches),
@@ -305,12 +310,10 @@ class DeepDPM:
             "merges_proposed": 0, "merges_accepted": 0, "pruned": 0,
         }
         # 3. M-steps and split/merge moves
-        if cfg.m_step_from == "gmm":  # exact EM: the targets the net was trained on
-            self._resp = log_targets.exp()
-        z = self._resp.argmax(1)
+        z = self._z
         frozen = epoch - self._last_move_epoch <= cfg.freeze_after_step
         if epoch >= cfg.start_m_step and not frozen:
-            self._m_step(x)
+            self._m_step(soft)
             if self._sub_ready:
                 self._sub_m_step(x, z)
         if not self._sub_ready and epoch + 1 >= cfg.start_subclustering:
@@ -318,7 +321,7 @@ class DeepDPM:
         move = self._move_due(epoch, frozen)
         if move is not None:
             record["pruned"] = self._prune_empty(x, z)
-            z = self._resp.argmax(1)
+            z = self._z
         if move == "split":
             record.update(self._split(x, z))
         elif move == "merge":
@@ -328,7 +331,7 @@ class DeepDPM:
             self._last_move_epoch = epoch
             self._next_move = "merge" if move == "split" else "split"
         record["k"] = self.k_
-        z = self._resp.argmax(1)
+        z = self._z
         record["log_joint"] = float(log_joint(grouped_stats(x, z, self.k_), self.prior_, cfg.alpha))
         return record
 
@@ -347,8 +350,19 @@ class DeepDPM:
         return allowed[0]
 
     # ------------------------------------------------------------------ M-steps
-    def _m_step(self, x: Tensor) -> None:
-        stats = weighted_stats(x, self._resp)
+    def _net_pass(self, x: Tensor, chunk: int = 65536) -> Stats:
+        """Statistics and hard labels of the clustering net's outputs on all of X, chunked."""
+        soft = None
+        self.cluster_net_.eval()
+        with torch.no_grad():
+            for a in range(0, len(x), chunk):
+                resp = torch.softmax(self.cluster_net_(x[a:a + chunk]), 1)
+                part = weighted_stats(x[a:a + chunk], resp)
+                soft = part if soft is None else soft + part
+                self._z[a:a + chunk] = resp.argmax(1)
+        return soft
+
+    def _m_step(self, stats: Stats) -> None:
         self._soft_stats = stats
         self._mu, self._cov = map_params(stats, self.prior_)
         self._pi = dirichlet_weights(stats.n, self.config.dirichlet_count)
@@ -505,7 +519,7 @@ class DeepDPM:
         self._mu, self._cov, self._pi = mu, cov, pi
         self.k_ = k_new
         self._soft_stats = None
-        self._resp = F.one_hot(z_new, k_new).to(x.dtype)
+        self._z = z_new
         if keep_sub is None and bool(fresh.any()):
             self._init_subclusters(x, z_new, fresh)
 
@@ -515,20 +529,26 @@ class DeepDPM:
         with torch.no_grad():
             return torch.cat([self.cluster_net_(x[a:a + chunk]) for a in range(0, len(x), chunk)])
 
-    def _logits(self, X: Any) -> Tensor:
+    def _argmax_chunks(self, x: Tensor, chunk: int = 65536) -> Tensor:
+        """The net's most likely component per row, without holding N x K logits."""
+        self.cluster_net_.eval()
+        with torch.no_grad():
+            return torch.cat([self.cluster_net_(x[a:a + chunk]).argmax(1)
+                              for a in range(0, len(x), chunk)])
+
+    def _inputs(self, X: Any) -> Tensor:
         if not self._fitted:
             raise InputError("this DeepDPM instance is not fitted yet; call fit(X) first")
         x_np = check_array(X, "X", min_rows=1)
         if x_np.shape[1] != self.transform_.in_dim:
             raise InputError(f"X has {x_np.shape[1]} columns but the model was fitted on "
                              f"{self.transform_.in_dim}")
-        x = self.transform_(x_np)
-        return self._forward_chunks(x)
+        return self.transform_(x_np)
 
     def _export(self, x: Tensor) -> None:
         self._dim = x.shape[1]
         self._set_clusters()
-        self.labels_ = self._labels_of(self._forward_chunks(x))
+        self.labels_ = self._labels_of(self._argmax_chunks(x))
 
     def _set_clusters(self, groups: Tensor | None = None) -> None:
         """Public mixture attributes; with `merge_modes`, components sharing a mode of the
@@ -658,16 +678,17 @@ class DeepDPM:
             self.metrics_ = state["metrics"]
         self._soft_stats = None
         self._set_clusters(state["component_cluster"].to(dev))
-        self._resp = torch.empty(0, self.k_, device=dev)
+        self._z = torch.empty(0, dtype=torch.long, device=dev)
         if hasattr(self, "labels_") is False:
             self.labels_ = np.empty(0, dtype=np.int64)
 
     def _prepare_resume_buffers(self, x: Tensor) -> None:
         """Rebuild the per-point buffers (not saved: they scale with N) from the nets."""
+        self._z = self._argmax_chunks(x)  # chunked: nothing N x K is kept
         with torch.no_grad():
-            self._resp = torch.softmax(self._forward_chunks(x), 1)
-            z = self._resp.argmax(1)
-            self._sub_resp = torch.softmax(self.sub_nets_(x, z), 1)
+            self._sub_resp = torch.cat([torch.softmax(self.sub_nets_(x[a:a + 65536],
+                                                                     self._z[a:a + 65536]), 1)
+                                        for a in range(0, len(x), 65536)])
         self._soft_stats = None
 
 
