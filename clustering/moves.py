@@ -59,20 +59,22 @@ def propose_splits(sub_stats: Stats, prior: NIWPrior, alpha: float, min_size: in
     return eligible & (torch.log(u) < log_h), log_h
 
 
-def nearest_neighbours(means: Tensor, k: int) -> np.ndarray:
-    """Indices (K, k) of each mean's k nearest other means, with FAISS (GPU if it has one)."""
+def nearest_neighbours(points: Tensor, k: int) -> np.ndarray:
+    """Indices (N, k) of each row's k nearest other rows (exact FAISS search, on the GPU
+    when the tensor is on CUDA and FAISS has GPUs): cluster means for the merge proposals,
+    probe points for the neighbour-graph starts."""
     import faiss
 
-    x = np.ascontiguousarray(means.detach().float().cpu().numpy())
+    x = np.ascontiguousarray(points.detach().float().cpu().numpy())
     index: faiss.Index = faiss.IndexFlatL2(x.shape[1])
-    if means.is_cuda and faiss.get_num_gpus() > 0:  # else index_cpu_to_gpu is silently empty
+    if points.is_cuda and faiss.get_num_gpus() > 0:  # else index_cpu_to_gpu is silently empty
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(x)
     _, nbrs = index.search(x, min(k + 1, x.shape[0]))
-    rows = np.arange(x.shape[0])[:, None]
-    # drop self (usually column 0, but ties can reorder it)
-    keep = nbrs != rows
-    return np.stack([r[m][:k] for r, m in zip(nbrs, keep, strict=True)])
+    # drop each row itself: usually column 0, but ties with duplicates can move it
+    others = nbrs != np.arange(x.shape[0])[:, None]
+    order = np.argsort(~others, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(nbrs, order, axis=1)
 
 
 def merge_log_ratio(stats: Stats, pairs: Tensor, prior: NIWPrior, alpha: float) -> Tensor:

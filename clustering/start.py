@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from clustering.kmeans import kmeans_plus_plus, nearest_centre
-from clustering.moves import log_joint
+from clustering.moves import log_joint, nearest_neighbours
 from clustering.niw import NIWPrior, grouped_stats
 
 INIT_PROBE = 20_000  # points on which the candidates are built and scored
@@ -45,20 +45,6 @@ def components(n: int, rows: Tensor, cols: Tensor) -> Tensor:
         if bool((new == label).all()):
             return torch.unique(label, return_inverse=True)[1]
         label = new
-
-
-def knn(x: Tensor, k: int) -> Tensor:
-    """(N, k) indices of each row's k nearest other rows (FAISS, exact)."""
-    import faiss
-
-    xs = np.ascontiguousarray(x.detach().float().cpu().numpy())
-    index = faiss.IndexFlatL2(xs.shape[1])
-    index.add(xs)
-    _, nbrs = index.search(xs, min(k + 1, len(xs)))
-    self_first = nbrs[:, :1] == np.arange(len(xs))[:, None]
-    # drop each row itself (first unless tied with a duplicate, then wherever it is)
-    out = np.where(self_first, nbrs[:, 1:], nbrs[:, :-1])
-    return torch.as_tensor(out, device=x.device)
 
 
 def graph_partition(nbrs: Tensor, k: int) -> Tensor:
@@ -106,7 +92,7 @@ def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
         if s > best_score:
             best_centres, best_score = centres, s
     best_graph = None
-    nbrs = knn(probe, max(GRAPH_KS))
+    nbrs = torch.as_tensor(nearest_neighbours(probe, max(GRAPH_KS)), device=x.device)
     for k in GRAPH_KS:
         labels = graph_partition(nbrs, k)
         if int(labels.max()) + 1 > top:  # more pieces than any k-means rung: too fine

@@ -61,9 +61,10 @@ def folder_lock(target: Path, what: str) -> Iterator[None]:
 
 def foreign_entries(folder: Path, owned: Iterable[str]) -> list[str]:
     """Top-level entries of `folder` that are not in `owned` (what we must not delete)."""
+    if not folder.is_dir():
+        return []
     keep = set(owned)
-    return sorted(e.name for e in folder.iterdir() if e.name not in keep) if folder.is_dir() \
-        else []
+    return sorted(e.name for e in folder.iterdir() if e.name not in keep)
 
 
 def refuse_foreign(folder: Path, owned: Iterable[str], what: str) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from data.errors import ConfigError, DataNotFoundError
 from data.files import save_text
 from data.folders import (
@@ -106,8 +108,6 @@ INPUT_KEYS = ("features.embeddings", "features.labels", "features.data.root",
 def _refuse_inputs_inside(cfg: Any, root: Path) -> None:
     """An input file inside the experiment folder could be replaced (or removed) by the
     very run that reads it."""
-    from omegaconf import OmegaConf
-
     for key in INPUT_KEYS:
         value = OmegaConf.select(cfg, key, default=None)
         if value and Path(value).expanduser().resolve().is_relative_to(root.resolve()):
