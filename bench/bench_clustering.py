@@ -263,7 +263,9 @@ def k_summary(results: list[dict], meta: dict) -> str:
               for m in ("bgmm", "kmeans_trueK", "hdbscan")}
         k_true = info["k_true"]
         tol = 1 if k_true <= 10 else max(1, int(0.1 * k_true))
-        ks = " ".join(f"{r['params'].get('init_k', 1)}:{r['k']}" for r in mine)
+        inits = sorted({r["params"].get("init_k", 1) for r in mine})
+        ks = " ".join(f"{i}:" + "/".join(str(r["k"]) for r in mine
+                                       if r["params"].get("init_k", 1) == i) for i in inits)
         k_ok = all(abs(r["k"] - k_true) <= tol for r in mine)
         beats = "-"
         if by["bgmm"]:
