@@ -98,7 +98,8 @@ def table(rows: list[dict]) -> str:
         found = (f"{r['k_found']} | {r['nmi']:.3f}" if "nmi" in r else "- | -")
         lines.append(f"| {r['n']:,} | {r['dim']} | {r['k']} | {r['init_k']} | "
                      f"{r['epochs_run']}{'' if r['finished'] else ' (capped)'} | "
-                     f"{r['model_k']:.0f} | {r['s_per_epoch']:.3f} | {r['peak_rss_mb']:.0f} | {found} |")
+                     f"{r['model_k']:.0f} | {r['s_per_epoch']:.3f} | "
+                     f"{r['peak_rss_mb']:.0f} | {found} |")
     ks = sorted({r["k"] for r in rows})
     ns = sorted({r["n"] for r in rows})
     for k in ks:
