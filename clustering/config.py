@@ -26,9 +26,10 @@ class DeepDPMConfig:
     transform: str = "none"
     whiten_dim: int | None = None  # whiten: keep this many principal components (None: all)
     kmeans_iters: int = 50  # cap on the k-means++ Lloyd iterations at init
-    # start from the k-means partition with the highest log joint among K = init_k and
-    # K = 1, 2, 4, ... sqrt(n): the local split/merge moves cannot cross the barrier that
-    # high-dimensional data puts between K = 1 and many small clusters
+    # start from the candidate partition with the highest log joint: k-means at K = init_k
+    # and K = 1, 2, 4, ... sqrt(n), and the components of the mutual 5/10/20-NN graphs
+    # (clustering/start.py). Splits and merges are local moves: they cannot cross the
+    # barriers high-dimensional or thin clusters put between K = 1 and the truth
     init_search: bool = True
     # --- NIW prior and Dirichlet process
     alpha: float = 10.0  # DP concentration; enters the Hastings ratios only
