@@ -43,13 +43,13 @@ from clustering.niw import (
     weighted_stats,
 )
 from clustering.start import initial_partition
-from clustering.transform import InputTransform, _moments
+from clustering.transform import InputTransform, moments
 from clustering.validation import check_array, check_config, check_labels
 from data.devices import resolve_device
 from data.errors import InputError
 
 EpochCallback = Callable[[dict[str, Any]], None]
-FORMAT = "deepdpm-v2"  # v2: components grouped into clusters by mode
+FORMAT = "deepdpm-v3"  # v2: components grouped into clusters by mode; v3: unit change
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
 
 
@@ -209,7 +209,7 @@ class DeepDPM:
             psi = (cfg.prior_sigma_scale * x64.var(0).mean().clamp_min(1e-12)
                    * torch.eye(dim, dtype=torch.float64, device=x.device))
         else:  # data_cov: scale x the data's covariance, kept positive definite
-            cov = _moments(x)[1]
+            cov = moments(x)[1]
             ridge = 1e-6 * torch.diagonal(cov).mean().clamp_min(1e-30)
             psi = cfg.prior_sigma_scale * (cov + ridge * torch.eye(dim, dtype=cov.dtype,
                                                                    device=cov.device))
@@ -623,8 +623,11 @@ class DeepDPM:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise InputError(f"{p}: not a DeepDPM model file ({exc.__class__.__name__})") from exc
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
+        if not isinstance(state, dict) or not str(state.get("format")).startswith("deepdpm-v"):
             raise InputError(f"{p}: not a DeepDPM model file")
+        if state["format"] != FORMAT:
+            raise InputError(f"{p}: saved by another version of DeepDPM (format "
+                             f"{state['format']}, this one reads {FORMAT}); fit it again")
         try:
             params = dict(state["config"])
             if device is not None:

@@ -47,7 +47,7 @@ def _unit_change(x: np.ndarray, centred: bool) -> tuple[np.ndarray, float]:
     return centre, scale
 
 
-def _moments(x: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
+def moments(x: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
     """Mean (D,) and covariance (D, D) of the rows of x in float64, accumulated in chunks
     so that large X is never copied whole."""
     starts = range(0, len(x), chunk)
@@ -61,7 +61,7 @@ def _moments(x: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
 
 def _whitening(x: Tensor, keep: int | None) -> tuple[Tensor, Tensor]:
     """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
-    mean, cov = _moments(x)
+    mean, cov = moments(x)
     eigval, eigvec = torch.linalg.eigh(cov)
     eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
     top = float(eigval[0])

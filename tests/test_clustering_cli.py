@@ -198,12 +198,14 @@ def test_damaged_model_files_and_bad_predict_targets_give_one_line(embeddings, c
                          ("wrong K", lambda s: s.update(k=s["k"] + 2)),
                          ("wrong means", lambda s: s["params"].update(_mu=s["params"]["_mu"][:1])),
                          ("bad groups", lambda s: s.update(component_cluster=s[
-                             "component_cluster"] + 50))]:
+                             "component_cluster"] + 50)),
+                         ("old format", lambda s: s.update(format="deepdpm-v1"))]:
         bad = {**state, "params": dict(state["params"])}
         change(bad)
         torch.save(bad, tmp / "bad.pt")
         predict[1] = str(tmp / "bad.pt")
-        _fails(predict, capsys, "damaged DeepDPM model file")
+        _fails(predict, capsys, "saved by another version" if _case == "old format"
+               else "damaged DeepDPM model file")
     predict[1] = str(model)
     _fails([*predict[:3], "--out", str(tmp)], capsys, "is a folder")
     _fails([*predict, "--proba", str(tmp)], capsys, "is a folder")
