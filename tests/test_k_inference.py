@@ -112,3 +112,20 @@ def test_merge_modes_off_reports_components():
     assert model.n_clusters_ == model.n_components_
     np.testing.assert_array_equal(model.component_cluster_.cpu().numpy(),
                                   np.arange(model.n_components_))
+
+
+def test_graph_start_on_a_probe_labels_every_point(monkeypatch):
+    # data larger than the probe: the graph start is built on the probe and every other
+    # point takes its nearest probe point's label
+    from sklearn.metrics import normalized_mutual_info_score
+
+    import clustering.start as start
+
+    x, y = many_small_high_dim(seed=1, k=20, n=40, dim=48, rank=4, spread=0.9)
+    monkeypatch.setattr(start, "INIT_PROBE", 500)
+    xt = torch.as_tensor(x - x.mean(0))
+    prior = NIWPrior(torch.zeros(48, dtype=torch.float64),
+                     torch.as_tensor(np.cov(x.T), dtype=torch.float64), 50.0, 1e-4)
+    labels = start.initial_partition(xt, 1, prior, 10.0, torch.Generator().manual_seed(0), 20)
+    assert labels.shape == (800,) and int(labels.max()) + 1 == len(torch.unique(labels))
+    assert normalized_mutual_info_score(y, labels.numpy()) > 0.9
