@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from clustering.distributed import World
 from clustering.niw import group_sum
 
 
@@ -26,26 +27,49 @@ def nearest_centre(x: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, max_iter: int = 50,
-                     tol: float = 1e-6, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                     tol: float = 1e-6, init: Tensor | None = None,
+                     world: World | None = None) -> tuple[Tensor, Tensor]:
     """k-means with k-means++ seeding (or from `init` centres); returns (centres (k, D),
-    labels (N,))."""
+    labels (N,)). With a `world` of several ranks, x is this rank's shard and `init` is
+    required (seeding is sequential): Lloyd steps on counts and sums over all shards."""
+    world = world or World()
+    if init is None and world.active:
+        raise ValueError("sharded k-means needs init centres (seed on a gathered probe)")
     centres = init.clone() if init is not None else _seed(x, k, generator)
     labels, dist = nearest_centre(x, centres)
-    stop = tol * (x.var(0).sum() + 1e-12)
+    stop = tol * (_total_variance(x, world) + 1e-12)
     for _ in range(max_iter):
-        counts = torch.bincount(labels, minlength=k).to(x.dtype)
-        sums = group_sum(x, labels, k)
+        counts = world.sum(torch.bincount(labels, minlength=k).to(x.dtype))
+        sums = world.sum(group_sum(x, labels, k))
         empty = counts == 0
         new = sums / counts.clamp_min(1)[:, None]
         if bool(empty.any()):  # repair: move empty centres onto the worst-fitted points
-            far = torch.topk(dist, int(empty.sum())).indices
-            new[empty] = x[far]
+            new[empty] = _worst_fitted(x, dist, int(empty.sum()), world)
         shift = (new - centres).square().sum(1).max()
         centres = new
         labels, dist = nearest_centre(x, centres)
         if bool(shift <= stop):
             break
     return centres, labels
+
+
+def _total_variance(x: Tensor, world: World) -> Tensor:
+    """Sum of the column variances of x (all shards)."""
+    if not world.active:
+        return x.var(0).sum()
+    n = world.count(len(x))
+    s = world.sum(x.double().sum(0))
+    sq = world.sum(x.double().square().sum(0))
+    return ((sq - s.square() / n).sum() / max(n - 1, 1)).to(x.dtype)
+
+
+def _worst_fitted(x: Tensor, dist: Tensor, m: int, world: World) -> Tensor:
+    """The m rows farthest from their centre, over all shards (the same on every rank)."""
+    top = torch.topk(dist, min(m, len(dist)))
+    if not world.active:
+        return x[top.indices]
+    far = world.gather_rows(torch.cat([top.values[:, None], x[top.indices]], 1))
+    return far[torch.topk(far[:, 0], m).indices, 1:]
 
 
 def _seed(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -63,19 +87,23 @@ def _seed(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
 
 
 def two_means_1d(x: Tensor, labels: Tensor, k: int, means: Tensor, directions: Tensor,
-                 iters: int = 10) -> Tensor:
+                 iters: int = 10, world: World | None = None) -> Tensor:
     """Split every cluster in two along its principal direction (1-D 2-means, all at once).
 
-    Returns a 0/1 side per row. `directions` (K, D) are unit principal axes.
+    Returns a 0/1 side per row. `directions` (K, D) are unit principal axes. With several
+    ranks the two centres per cluster come from every shard's sums.
     """
+    world = world or World()
     t = ((x - means[labels]) * directions[labels]).sum(1)
     side = (t > 0).long()
     for _ in range(iters):
         groups = labels * 2 + side
-        cnt, tot = group_sum(torch.stack([torch.ones_like(t), t], 1), groups, 2 * k).T
+        cnt, tot = world.sum(group_sum(torch.stack([torch.ones_like(t), t], 1), groups,
+                                       2 * k)).T
         c = (tot / cnt.clamp_min(1)).view(k, 2)
         new_side = ((t - c[labels, 1]).abs() < (t - c[labels, 0]).abs()).long()
-        if bool((new_side == side).all()):
+        same = (new_side == side).all()
+        if bool(world.min(same.to(torch.int32)) if world.active else same):
             break
         side = new_side
     return side

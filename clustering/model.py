@@ -11,6 +11,10 @@ One epoch, top to bottom (see `_run_epoch`):
      probability of the state is recorded.
 At the end, components that share a mode of the fitted density become one cluster.
 All tensors live on one device; X is moved there once.
+
+Under `torchrun` each rank fits its shard of X (clustering/distributed.py): statistics are
+all-reduced, the nets train under DDP, rank 0 takes the random decisions and broadcasts
+them, so K, the parameters and the history are the same on every rank.
 """
 
 from __future__ import annotations
@@ -27,11 +31,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clustering.config import DeepDPMConfig
+from clustering.distributed import World
 from clustering.kmeans import nearest_centre, two_means_1d
 from clustering.metrics import evaluate
 from clustering.modes import mode_clusters
 from clustering.moves import log_joint, propose_merges, propose_splits
-from clustering.nets import ClusterNet, SubclusterNets, remap_cluster_net, remap_subcluster_nets
+from clustering.nets import (
+    ClusterNet,
+    SubclusterNets,
+    TrainingNets,
+    remap_cluster_net,
+    remap_subcluster_nets,
+)
 from clustering.niw import (
     GaussianScorer,
     NIWPrior,
@@ -44,7 +55,7 @@ from clustering.niw import (
 )
 from clustering.start import initial_partition
 from clustering.transform import InputTransform, moments
-from clustering.validation import check_array, check_config, check_labels
+from clustering.validation import MIN_POINTS, check_array, check_config, check_labels
 from data.devices import resolve_device
 from data.errors import InputError
 
@@ -65,6 +76,9 @@ class DeepDPM:
         if unknown:
             raise InputError(f"unknown parameter(s) {unknown}; valid: {sorted(valid)}")
         self.config = DeepDPMConfig(**params)
+        self._world = World()
+        self._nets: torch.nn.Module | None = None  # see _step_nets
+        self._nets_with_sub = False
         self._fitted = False
         self._train_state: dict[str, Any] | None = None
 
@@ -79,13 +93,14 @@ class DeepDPM:
 
     def fit(self, X: Any, y_eval: Any = None, *, init_means: Any = None,
             on_epoch: EpochCallback | None = None, resume: bool = False) -> DeepDPM:
-        """Infer K and the clustering of X (N x D). `y_eval` is used for metrics only."""
+        """Infer K and the clustering of X (N x D). `y_eval` is used for metrics only.
+
+        Under torchrun (a process group initialised), X and y_eval are this rank's shard
+        (near-equal shards, in rank order); `labels_` then covers every shard, in order."""
         cfg = self.config
-        x_np = check_array(X, "X")
-        n, dim = x_np.shape
-        check_config(cfg, n, dim)
-        y = check_labels(y_eval, n) if y_eval is not None else None
-        self.device_ = resolve_device(cfg.device)
+        x_np, y = self._check_inputs(X, y_eval)
+        check_config(cfg, self._n_total, x_np.shape[1])
+        self.device_ = self._world.device(resolve_device(cfg.device))
         threads = torch.get_num_threads()
         if self.device_.type == "cpu" and cfg.cpu_threads is not None:
             torch.set_num_threads(cfg.cpu_threads)
@@ -94,6 +109,36 @@ class DeepDPM:
         finally:
             torch.set_num_threads(threads)
         return self
+
+    def _check_inputs(self, X: Any, y_eval: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Checked X and labels (all shards' labels, gathered); every rank fails together."""
+        world = self._world = World.current()
+        error, x_np, y = None, None, None
+        try:
+            x_np = check_array(X, "X", min_rows=1 if world.active else MIN_POINTS)
+            y = check_labels(y_eval, x_np.shape[0]) if y_eval is not None else None
+        except InputError as exc:
+            error = exc
+        world.agree(error)
+        self._n_total = world.count(x_np.shape[0])
+        if world.active:
+            shapes = world.gather_object(x_np.shape)
+            if len({d for _, d in shapes}) > 1:
+                raise InputError(f"the ranks' shards have different widths {shapes}")
+            if self._n_total < MIN_POINTS:
+                raise InputError(f"X has {self._n_total} rows over all shards; at least "
+                                 f"{MIN_POINTS} points are needed")
+            self._n_max = max(n for n, _ in shapes)
+            steps = -(-self._n_max // self._batch_size())
+            if min(n for n, _ in shapes) < steps:
+                raise InputError(f"the shards are too uneven {[n for n, _ in shapes]}: every "
+                                 f"rank takes {steps} steps per epoch, so each needs at least "
+                                 f"{steps} rows; give each rank about N / {world.size} rows")
+            if y is not None:
+                y = np.concatenate(world.gather_object(y))
+        else:
+            self._n_max = x_np.shape[0]
+        return x_np, y
 
     def _fit(self, x_np: np.ndarray, y: np.ndarray | None, init_means: Any,
              on_epoch: EpochCallback | None, resume: bool) -> None:
@@ -110,12 +155,14 @@ class DeepDPM:
             self._restore_training(self._train_state)
             x = self.transform_(x_np)
             self._prepare_resume_buffers(x)
+            self._set_data_generator(self.epoch_ + 1)
             start = self.epoch_ + 1
         else:
-            self.transform_ = InputTransform(cfg.transform, cfg.whiten_dim).fit(x_np,
-                                                                                self.device_)
+            self.transform_ = InputTransform(cfg.transform, cfg.whiten_dim).fit(
+                x_np, self.device_, self._world)
             x = self.transform_(x_np)
             self._generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
+            self._set_data_generator(0)
             self.prior_ = self._build_prior(x)
             self._init_params(x, init_means)
             self.history_: list[dict[str, Any]] = []
@@ -124,7 +171,7 @@ class DeepDPM:
 
         epochs = range(start, self._end_epoch)
         bar = None
-        if cfg.verbose:
+        if cfg.verbose and self._world.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(epochs, desc="DeepDPM", unit="epoch")
@@ -144,13 +191,14 @@ class DeepDPM:
             record = self._run_epoch(x, epoch)
             record["seconds"] = time.perf_counter() - t0
             if record["event"]:
-                self._check_convergence(record, x.shape[0])
+                self._check_convergence(record, self._n_total)
             last = epoch + 1 >= self._end_epoch
             z = self._z
-            sizes = torch.bincount(z, minlength=self.k_).cpu().numpy()
+            sizes = self._world.sum(torch.bincount(z, minlength=self.k_)).cpu().numpy()
             record["k_used"] = int((sizes > 0).sum())
             if y_codes is not None and (epoch % cfg.eval_every == 0 or last):
-                record.update({key: v for key, v in evaluate(y_codes, z.cpu().numpy()).items()
+                z_all = self._world.gather_rows(z).cpu().numpy()
+                record.update({key: v for key, v in evaluate(y_codes, z_all).items()
                                if key != "k"})
             self.history_.append(record)
             self.epoch_ = epoch
@@ -198,18 +246,58 @@ class DeepDPM:
         return groups[component].cpu().numpy().astype(np.int64)
 
     # ------------------------------------------------------------------ set-up
+    def _set_data_generator(self, epoch: int) -> None:
+        """The generator of this rank's own draws (mini-batch order, probe rows). One
+        process: the model's generator, as always; several: one stream per rank, so that
+        shards of different sizes do not put the shared generator out of step."""
+        if not self._world.active:
+            self._data_generator = self._generator
+            return
+        seed = self.config.seed * 1_000_003 + 7_919 * (self._world.rank + 1) + epoch
+        self._data_generator = torch.Generator(device=self.device_).manual_seed(seed)
+
+    def _step_nets(self, with_sub: bool) -> torch.nn.Module:
+        """The module a training step calls: both nets as one (one backward, and across
+        ranks one DDP all-reduce of both nets' gradients per step). Rebuilt when K changed
+        the parameters or the sub-nets join (DDP's constructor also hands rank 0's weights
+        to every rank)."""
+        if self._nets is None or self._nets_with_sub != with_sub:
+            nets = TrainingNets(self.cluster_net_, self.sub_nets_ if with_sub else None)
+            self._nets = self._world.data_parallel(nets, self.device_)
+            self._nets_with_sub = with_sub
+        return self._nets
+
+    def _stats(self, x: Tensor, groups: Tensor, k: int, weights: Tensor | None = None) -> Stats:
+        """Hard (or weighted) statistics of k groups over every shard."""
+        return self._world.stats(grouped_stats(x, groups, k, weights))
+
+    def _batches(self, n: int) -> Any:
+        """Mini-batch index ranges over this rank's n rows. Each epoch has at least
+        MIN_STEPS_PER_EPOCH steps; with several ranks every rank takes the same number of
+        steps (DDP needs it), its rows split evenly among them."""
+        batch = self._batch_size()
+        perm = torch.randperm(n, generator=self._data_generator, device=self.device_)
+        if not self._world.active:
+            return (perm[a:a + batch] for a in range(0, n, batch))
+        return torch.tensor_split(perm, -(-self._n_max // batch))
+
+    def _batch_size(self) -> int:
+        """An upper bound on the batch: the largest shard still gets MIN_STEPS_PER_EPOCH."""
+        return min(self.config.batch_size, max(16, -(-self._n_max // MIN_STEPS_PER_EPOCH)))
+
     def _build_prior(self, x: Tensor) -> NIWPrior:
         cfg, dim = self.config, x.shape[1]
-        x64 = x.double()
         if cfg.prior_sigma_choice == "isotropic":
             psi = cfg.prior_sigma_scale * torch.eye(dim, dtype=torch.float64, device=x.device)
         elif cfg.prior_sigma_choice == "data_std":
-            psi = cfg.prior_sigma_scale * torch.diag(x64.std(0).clamp_min(1e-12))
+            var = torch.diagonal(moments(x, world=self._world)[1])
+            psi = cfg.prior_sigma_scale * torch.diag(var.sqrt().clamp_min(1e-12))
         elif cfg.prior_sigma_choice == "data_var":
-            psi = (cfg.prior_sigma_scale * x64.var(0).mean().clamp_min(1e-12)
+            var = torch.diagonal(moments(x, world=self._world)[1])
+            psi = (cfg.prior_sigma_scale * var.mean().clamp_min(1e-12)
                    * torch.eye(dim, dtype=torch.float64, device=x.device))
         else:  # data_cov: scale x the data's covariance, kept positive definite
-            cov = moments(x)[1]
+            cov = moments(x, world=self._world)[1]
             ridge = 1e-6 * torch.diagonal(cov).mean().clamp_min(1e-30)
             psi = cfg.prior_sigma_scale * (cov + ridge * torch.eye(dim, dtype=cov.dtype,
                                                                    device=cov.device))
@@ -231,10 +319,11 @@ class DeepDPM:
             k = centres.shape[0]
         else:
             labels = initial_partition(x, cfg.init_k, self.prior_, cfg.alpha, self._generator,
-                                       cfg.kmeans_iters, cfg.init_search)
-            k = int(labels.max()) + 1
+                                       cfg.kmeans_iters, cfg.init_search, self._world,
+                                       self._data_generator)
+            k = int(self._world.max(labels.max())) + 1
         self.k_ = k
-        stats = grouped_stats(x, labels, k)
+        stats = self._stats(x, labels, k)
         self._mu, self._cov = map_params(stats, self.prior_)
         self._pi = dirichlet_weights(stats.n, cfg.dirichlet_count)
         self._soft_stats: Stats | None = stats
@@ -243,6 +332,7 @@ class DeepDPM:
         self.sub_nets_ = SubclusterNets(dim, k, cfg.subcluster_hidden, self._generator, x.device)
         self._opt_cluster = torch.optim.Adam(self.cluster_net_.parameters(), lr=cfg.cluster_lr)
         self._opt_sub = torch.optim.Adam(self.sub_nets_.parameters(), lr=cfg.subcluster_lr)
+        self._nets = None
         self._z = labels.clone()  # hard label per point: all that persists per point
         self._sub_resp = torch.full((x.shape[0], 2), 0.5, device=x.device)
         self._sub_ready = False
@@ -269,18 +359,24 @@ class DeepDPM:
         self.cluster_net_.train()
         loss_sum = torch.zeros((), device=x.device)
         sub_loss_sum = torch.zeros((), device=x.device)
-        perm = torch.randperm(n, generator=self._generator, device=x.device)
         n_batches = 0
-        batch_size = min(cfg.batch_size, max(16, -(-n // MIN_STEPS_PER_EPOCH)))
-        for a in range(0, n, batch_size):
-            idx = perm[a:a + batch_size]
+        nets = self._step_nets(sub_active)
+        for idx in self._batches(n):
             xb = x[idx]
             log_targets = scorer.log_responsibilities(xb)
-            logits = self.cluster_net_(xb)
+            logits, sub_logits = nets(xb)
             loss = F.kl_div(F.log_softmax(logits, 1), log_targets, reduction="batchmean",
                             log_target=True)
+            total = loss
+            if sub_active:  # the 2-way nets of the clusters the net picks (no grad to it)
+                zb = logits.detach().argmax(1)
+                sub_prob = torch.softmax(sub_logits, 1)
+                dist = (xb[:, None, :] - mu_sub[zb]).square().sum(-1)
+                sub_loss = (sub_prob * dist).sum(1).mean()
+                total = loss + sub_loss
             self._opt_cluster.zero_grad(set_to_none=True)
-            loss.backward()
+            self._opt_sub.zero_grad(set_to_none=True)
+            total.backward()  # the losses touch disjoint nets: each gets its own gradient
             self._opt_cluster.step()
             logits = logits.detach()
             # gmm: exact EM, the targets the net was trained on; net: the net's outputs
@@ -291,21 +387,18 @@ class DeepDPM:
             loss_sum += loss.detach()
             n_batches += 1
             if sub_active:
-                zb = logits.argmax(1)
-                sub_prob = torch.softmax(self.sub_nets_(xb, zb), 1)
-                dist = (xb[:, None, :] - mu_sub[zb]).square().sum(-1)
-                sub_loss = (sub_prob * dist).sum(1).mean()
-                self._opt_sub.zero_grad(set_to_none=True)
-                sub_loss.backward()
                 self._opt_sub.step()
                 self._sub_resp[idx] = sub_prob.detach()
                 sub_loss_sum += sub_loss.detach()
         if cfg.epoch_end_pass and not from_gmm:
             soft = self._net_pass(x)
+        soft = self._world.stats(soft)
+        steps = n_batches * self._world.size
+        losses = self._world.sum(torch.stack([loss_sum, sub_loss_sum]))  # one sync per epoch
         record: dict[str, Any] = {
             "epoch": epoch,
-            "cluster_loss": float(loss_sum / n_batches),
-            "subcluster_loss": float(sub_loss_sum / n_batches) if sub_active else float("nan"),
+            "cluster_loss": float(losses[0] / steps),
+            "subcluster_loss": float(losses[1] / steps) if sub_active else float("nan"),
             "event": "", "splits_proposed": 0, "splits_accepted": 0,
             "merges_proposed": 0, "merges_accepted": 0, "pruned": 0,
         }
@@ -332,7 +425,7 @@ class DeepDPM:
             self._next_move = "merge" if move == "split" else "split"
         record["k"] = self.k_
         z = self._z
-        record["log_joint"] = float(log_joint(grouped_stats(x, z, self.k_), self.prior_, cfg.alpha))
+        record["log_joint"] = float(log_joint(self._stats(x, z, self.k_), self.prior_, cfg.alpha))
         return record
 
     def _move_due(self, epoch: int, frozen: bool) -> str | None:
@@ -369,8 +462,8 @@ class DeepDPM:
 
     def _sub_stats(self, x: Tensor, z: Tensor) -> Stats:
         k2 = 2 * self.k_
-        return (grouped_stats(x, 2 * z, k2, self._sub_resp[:, 0])
-                + grouped_stats(x, 2 * z + 1, k2, self._sub_resp[:, 1]))
+        return self._world.stats(grouped_stats(x, 2 * z, k2, self._sub_resp[:, 0])
+                                 + grouped_stats(x, 2 * z + 1, k2, self._sub_resp[:, 1]))
 
     def _set_sub_params(self, stats: Stats, mask: Tensor) -> None:
         """Sub-cluster MAP parameters for the clusters in `mask` (weights within parent)."""
@@ -387,7 +480,7 @@ class DeepDPM:
     def _sub_m_step(self, x: Tensor, z: Tensor) -> None:
         self._set_sub_params(self._sub_stats(x, z), torch.ones_like(self._pi, dtype=torch.bool))
         side = self._sub_resp.argmax(1)
-        hard = torch.bincount(2 * z + side, minlength=2 * self.k_).view(-1, 2)
+        hard = self._world.sum(torch.bincount(2 * z + side, minlength=2 * self.k_)).view(-1, 2)
         degenerate = hard.min(1).values == 0  # one sub-cluster lost every point: re-seed it
         if bool(degenerate.any()):
             self._init_subclusters(x, z, degenerate)
@@ -399,11 +492,11 @@ class DeepDPM:
             self._mu_sub = self._mu[:, None, :].repeat(1, 2, 1)
             self._cov_sub = self._cov[:, None].repeat(1, 2, 1, 1)
             self._pi_sub = torch.full((k, 2), 0.5, dtype=torch.float64, device=x.device)
-        hard = grouped_stats(x, z, k)
+        hard = self._stats(x, z, k)
         mean, cov = map_params(hard, self.prior_)
         axes = torch.linalg.eigh(cov)[1][..., -1]  # principal direction per cluster
-        side = two_means_1d(x, z, k, mean.to(x.dtype), axes.to(x.dtype))
-        stats = grouped_stats(x, 2 * z + side, 2 * k)
+        side = two_means_1d(x, z, k, mean.to(x.dtype), axes.to(x.dtype), world=self._world)
+        stats = self._stats(x, 2 * z + side, 2 * k)
         self._set_sub_params(stats, mask)
         rows = mask[z]
         self._sub_resp[rows] = F.one_hot(side[rows], 2).to(x.dtype)
@@ -413,9 +506,11 @@ class DeepDPM:
     def _split(self, x: Tensor, z: Tensor) -> dict[str, int]:
         cfg, k = self.config, self.k_
         side = self._sub_resp.argmax(1)
-        sub_stats = grouped_stats(x, 2 * z + side, 2 * k)
+        sub_stats = self._stats(x, 2 * z + side, 2 * k)
         accept, _ = propose_splits(sub_stats, self.prior_, cfg.alpha, cfg.split_min_size,
                                    cfg.subcluster_min_size, self._generator)
+        accept = self._world.broadcast(accept)  # rank 0's draws decide
+        self._world.sync_generator(self._generator)
         split_idx = torch.nonzero(accept).squeeze(1)
         n_split = int(split_idx.numel())
         result = {"splits_proposed": k, "splits_accepted": n_split}
@@ -442,9 +537,11 @@ class DeepDPM:
 
     def _merge(self, x: Tensor, z: Tensor) -> dict[str, int]:
         cfg, k, dev = self.config, self.k_, x.device
-        hard = grouped_stats(x, z, k)
-        pairs, n_proposed = propose_merges(hard, self._mu.float(), self.prior_, cfg.alpha,
-                                           cfg.merge_neighbours, self._generator)
+        hard = self._stats(x, z, k)
+        pairs, n_proposed = self._world.broadcast_object(  # rank 0's draws decide
+            propose_merges(hard, self._mu.float(), self.prior_, cfg.alpha,
+                           cfg.merge_neighbours, self._generator))
+        self._world.sync_generator(self._generator)
         result = {"merges_proposed": n_proposed, "merges_accepted": len(pairs)}
         if not pairs:
             return result
@@ -486,7 +583,7 @@ class DeepDPM:
 
     def _prune_empty(self, x: Tensor, z: Tensor) -> int:
         """Drop clusters that no point is assigned to: a DP mixture has no empty components."""
-        counts = torch.bincount(z, minlength=self.k_)
+        counts = self._world.sum(torch.bincount(z, minlength=self.k_))
         keep = counts > 0
         n_empty = int((~keep).sum())
         if n_empty == 0:
@@ -520,6 +617,7 @@ class DeepDPM:
         self.k_ = k_new
         self._soft_stats = None
         self._z = z_new
+        self._nets = None  # new parameters: the training module is rebuilt
         if keep_sub is None and bool(fresh.any()):
             self._init_subclusters(x, z_new, fresh)
 
@@ -548,7 +646,7 @@ class DeepDPM:
     def _export(self, x: Tensor) -> None:
         self._dim = x.shape[1]
         self._set_clusters()
-        self.labels_ = self._labels_of(self._argmax_chunks(x))
+        self.labels_ = self._labels_of(self._world.gather_rows(self._argmax_chunks(x)))
 
     def _set_clusters(self, groups: Tensor | None = None) -> None:
         """Public mixture attributes; with `merge_modes`, components sharing a mode of the
@@ -668,6 +766,7 @@ class DeepDPM:
         self._opt_sub = torch.optim.Adam(self.sub_nets_.parameters(), lr=cfg.subcluster_lr)
         self._opt_cluster.load_state_dict(state["opt_cluster"])
         self._opt_sub.load_state_dict(state["opt_sub"])
+        self._nets = None
         sched = state["schedule"]
         self._last_move_epoch, self._next_move = sched["last_move_epoch"], sched["next_move"]
         self._sub_ready = sched["sub_ready"]

@@ -96,6 +96,23 @@ class SubclusterNets(nn.Module):
         return out[torch.argsort(order)]
 
 
+class TrainingNets(nn.Module):
+    """The clustering net and (once they train) the sub-nets as one module: a training step
+    is one forward and one backward, and under DDP one all-reduce of both nets' gradients.
+    Each sample goes through the sub-net of the cluster the clustering net picks for it
+    (argmax, no gradient to the clustering net)."""
+
+    def __init__(self, cluster: ClusterNet, sub: SubclusterNets | None):
+        super().__init__()
+        self.cluster, self.sub = cluster, sub
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits = self.cluster(x)
+        if self.sub is None:
+            return logits, None
+        return logits, self.sub(x, logits.detach().argmax(1))
+
+
 def remap_parameter(module: nn.Module, name: str, optimizer: torch.optim.Optimizer,
                     source: Tensor, fresh: Tensor | None = None,
                     fresh_values: Tensor | None = None) -> None:

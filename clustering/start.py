@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clustering.distributed import World
 from clustering.kmeans import kmeans_plus_plus, nearest_centre
 from clustering.moves import log_joint, nearest_neighbours
 from clustering.niw import NIWPrior, grouped_stats
@@ -67,8 +68,17 @@ def graph_partition(nbrs: Tensor, k: int) -> Tensor:
 
 def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
                       generator: torch.Generator, kmeans_iters: int,
-                      search: bool = True) -> Tensor:
-    """Labels (N,) of the start: k-means at init_k, or (search) the best candidate."""
+                      search: bool = True, world: World | None = None,
+                      data_generator: torch.Generator | None = None) -> Tensor:
+    """Labels (N,) of the start: k-means at init_k, or (search) the best candidate.
+
+    With several ranks x is this rank's shard: the probe is drawn from every shard
+    (`data_generator`, one per rank), the candidates are built and scored on rank 0, and
+    the winner is refined and applied on every shard (`_sharded_start`)."""
+    world = world or World()
+    if world.active:
+        return _sharded_start(x, init_k, prior, alpha, generator, kmeans_iters, search, world,
+                              data_generator or generator)
     n = x.shape[0]
     sample = x
     if n > 200_000:  # k-means on a subsample, as the authors do
@@ -78,6 +88,22 @@ def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
     if not search or init_k > len(probe):
         centres = kmeans_plus_plus(sample, init_k, generator, kmeans_iters)[0]
         return nearest_centre(x, centres)[0]
+    best_centres, best_graph = best_candidate(probe, init_k, prior, alpha, generator,
+                                              kmeans_iters)
+    if best_graph is None:
+        if len(probe) < len(sample):  # refine the winner's centres on all the points
+            best_centres = kmeans_plus_plus(sample, best_centres.shape[0], generator,
+                                            kmeans_iters, init=best_centres)[0]
+        return nearest_centre(x, best_centres)[0]
+    if len(probe) == n:
+        return best_graph[torch.argsort(probe_idx)]  # probe order back to X's order
+    return torch.unique(nearest_probe_label(x, probe, best_graph), return_inverse=True)[1]
+
+
+def best_candidate(probe: Tensor, init_k: int, prior: NIWPrior, alpha: float,
+                   generator: torch.Generator,
+                   kmeans_iters: int) -> tuple[Tensor | None, Tensor | None]:
+    """(centres, None) when a k-means rung wins, (None, probe labels) when a graph does."""
 
     def score(labels: Tensor) -> float:
         k = int(labels.max()) + 1
@@ -92,7 +118,7 @@ def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
         if s > best_score:
             best_centres, best_score = centres, s
     best_graph = None
-    nbrs = torch.as_tensor(nearest_neighbours(probe, max(GRAPH_KS)), device=x.device)
+    nbrs = torch.as_tensor(nearest_neighbours(probe, max(GRAPH_KS)), device=probe.device)
     for k in GRAPH_KS:
         labels = graph_partition(nbrs, k)
         if int(labels.max()) + 1 > top:  # more pieces than any k-means rung: too fine
@@ -100,21 +126,48 @@ def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
         s = score(labels)
         if s > best_score:
             best_graph, best_score = labels, s
-    if best_graph is None:
-        if len(probe) < len(sample):  # refine the winner's centres on all the points
-            best_centres = kmeans_plus_plus(sample, best_centres.shape[0], generator,
-                                            kmeans_iters, init=best_centres)[0]
-        return nearest_centre(x, best_centres)[0]
-    if len(probe) == n:
-        return best_graph[torch.argsort(probe_idx)]  # probe order back to X's order
-    # the other points take the label of their nearest probe point
+    return (best_centres, None) if best_graph is None else (None, best_graph)
+
+
+def nearest_probe_label(x: Tensor, probe: Tensor, probe_labels: Tensor) -> Tensor:
+    """Each row of x takes the label of its nearest probe point (FAISS, chunked)."""
     import faiss
 
     index = faiss.IndexFlatL2(x.shape[1])
     index.add(np.ascontiguousarray(probe.float().cpu().numpy()))
-    out = torch.empty(n, dtype=torch.long, device=x.device)
-    for a in range(0, n, 65536):
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for a in range(0, x.shape[0], 65536):
         part = np.ascontiguousarray(x[a:a + 65536].float().cpu().numpy())
-        out[a:a + 65536] = best_graph[torch.as_tensor(index.search(part, 1)[1][:, 0],
-                                                      device=x.device)]
-    return torch.unique(out, return_inverse=True)[1]
+        out[a:a + 65536] = probe_labels[torch.as_tensor(index.search(part, 1)[1][:, 0],
+                                                        device=x.device)]
+    return out
+
+
+def _sharded_start(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
+                   generator: torch.Generator, kmeans_iters: int, search: bool, world: World,
+                   data_generator: torch.Generator) -> Tensor:
+    """The start of a sharded fit: a probe gathered from every shard (each in proportion
+    to its rows), candidates on rank 0, then k-means refined on all shards or the graph
+    labels carried to every point by its nearest probe point."""
+    n_total = world.count(x.shape[0])
+    share = min(x.shape[0], -(-INIT_PROBE * x.shape[0] // n_total))
+    local = x[torch.randperm(x.shape[0], generator=data_generator, device=x.device)[:share]]
+    probe = world.gather_rows(local)
+    centres = graph = None
+    if world.is_main:
+        if not search or init_k > len(probe):
+            centres = kmeans_plus_plus(probe, init_k, generator, kmeans_iters)[0]
+        else:
+            centres, graph = best_candidate(probe, init_k, prior, alpha, generator,
+                                            kmeans_iters)
+    centres, graph = world.broadcast_object(  # on the CPU: ranks may use different GPUs
+        tuple(None if t is None else t.cpu() for t in (centres, graph)))
+    world.sync_generator(generator)
+    if graph is None:
+        centres = centres.to(x.device)
+        centres = kmeans_plus_plus(x, centres.shape[0], generator, kmeans_iters, init=centres,
+                                   world=world)[0]
+        return nearest_centre(x, centres)[0]
+    labels = nearest_probe_label(x, probe, graph.to(x.device))
+    present = world.sum(torch.bincount(labels, minlength=int(graph.max()) + 1)) > 0
+    return (torch.cumsum(present.long(), 0) - 1)[labels]  # numbered alike on every rank

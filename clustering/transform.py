@@ -19,27 +19,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustering.distributed import World
 from data.errors import InputError
 
 CHUNK = 65536
 
 
-def _unit_change(x: np.ndarray, centred: bool) -> tuple[np.ndarray, float]:
+def _unit_change(x: np.ndarray, centred: bool, world: World) -> tuple[np.ndarray, float]:
     """Float64 centre (D,) and scale: the RMS distance to the centre, computed against the
-    largest deviation first so that no square overflows even near float64's limit."""
+    largest deviation first so that no square overflows even near float64's limit. With
+    several ranks, sums and the largest deviation are taken over every shard."""
     starts = range(0, len(x), CHUNK)
+    n_total = world.count(len(x))
+
+    def total(value: np.ndarray | float, reduce: Any = world.sum) -> Any:
+        if not world.active:
+            return value
+        out = reduce(torch.as_tensor(np.asarray(value, dtype=np.float64))).numpy()
+        return out if out.ndim else float(out)
+
     centre = np.zeros(x.shape[1])
     if centred:
-        centre = sum(x[a:a + CHUNK].sum(0, dtype=np.float64) for a in starts) / len(x)
+        centre = total(sum(x[a:a + CHUNK].sum(0, dtype=np.float64) for a in starts)) / n_total
     with np.errstate(over="ignore", invalid="ignore"):
-        peak = max(float(np.abs(x[a:a + CHUNK] - centre).max()) for a in starts)
+        peak = total(max(float(np.abs(x[a:a + CHUNK] - centre).max()) for a in starts),
+                     world.max)
         if not np.isfinite(peak):
             raise InputError("X has values too large to centre in float64 "
                              f"(largest |x| = {float(np.abs(x).max()):.3g})")
         if peak == 0:
             return centre, 1.0  # every row equal: nothing to rescale
-        mean_sq = sum(float(np.square((x[a:a + CHUNK] - centre) / peak).sum())
-                      for a in starts) / x.size
+        mean_sq = total(sum(float(np.square((x[a:a + CHUNK] - centre) / peak).sum())
+                            for a in starts)) / (n_total * x.shape[1])
     scale = peak * float(np.sqrt(mean_sq))
     if not 1e-150 < scale < 1e150:  # covariances (scale^2) must be representable
         raise InputError(f"X's spread ({scale:.3g}) is outside what float64 covariances can "
@@ -47,21 +58,23 @@ def _unit_change(x: np.ndarray, centred: bool) -> tuple[np.ndarray, float]:
     return centre, scale
 
 
-def moments(x: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
-    """Mean (D,) and covariance (D, D) of the rows of x in float64, accumulated in chunks
-    so that large X is never copied whole."""
+def moments(x: Tensor, chunk: int = CHUNK, world: World | None = None) -> tuple[Tensor, Tensor]:
+    """Mean (D,) and covariance (D, D) of the rows of x (of every shard) in float64,
+    accumulated in chunks so that large X is never copied whole."""
+    world = world or World()
     starts = range(0, len(x), chunk)
-    mean = sum(x[a:a + chunk].double().sum(0) for a in starts) / len(x)
+    n = world.count(len(x))
+    mean = world.sum(sum(x[a:a + chunk].double().sum(0) for a in starts)) / n
     scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
     for a in starts:
         part = x[a:a + chunk].double() - mean
         scatter += part.T @ part
-    return mean, scatter / max(len(x) - 1, 1)
+    return mean, world.sum(scatter) / max(n - 1, 1)
 
 
-def _whitening(x: Tensor, keep: int | None) -> tuple[Tensor, Tensor]:
+def _whitening(x: Tensor, keep: int | None, world: World) -> tuple[Tensor, Tensor]:
     """Mean and D x d PCA-whitening matrix; drops directions with (numerically) no variance."""
-    mean, cov = moments(x)
+    mean, cov = moments(x, world=world)
     eigval, eigvec = torch.linalg.eigh(cov)
     eigval, eigvec = eigval.flip(0), eigvec.flip(1)  # largest first
     top = float(eigval[0])
@@ -93,17 +106,26 @@ class InputTransform:
         self.proj: Tensor | None = None  # whiten: D x d projection
         self.shift: Tensor | None = None  # centring used internally for float32 accuracy
 
-    def fit(self, x: np.ndarray, device: torch.device) -> InputTransform:
-        """Fit on the raw N x D array (float32 or float64)."""
+    def fit(self, x: np.ndarray, device: torch.device,
+            world: World | None = None) -> InputTransform:
+        """Fit on the raw N x D array (float32 or float64); with several ranks, on the
+        union of their shards."""
+        world = world or World()
         self.in_dim = x.shape[1]
-        centre, self.scale = _unit_change(x, centred=self.kind != "normalize")
+        centre, self.scale = _unit_change(x, self.kind != "normalize", world)
         self.centre = torch.as_tensor(centre, dtype=torch.float64, device=device)
         u = self._unit(x)
-        if self.kind == "standardize":
+        if self.kind == "standardize" and not world.active:
             self.mean, self.std = u.mean(0), u.std(0).clamp_min(1e-12)
+        elif self.kind == "standardize":
+            mean, cov = moments(u, world=world)
+            self.mean = mean.to(u.dtype)
+            self.std = torch.diagonal(cov).sqrt().to(u.dtype).clamp_min(1e-12)
         elif self.kind == "whiten":
-            self.mean, self.proj = _whitening(u, self.whiten_dim)
-        self.shift = self._apply(u).mean(0)
+            self.mean, self.proj = _whitening(u, self.whiten_dim, world)
+        applied = self._apply(u)
+        self.shift = (applied.mean(0) if not world.active
+                      else world.sum(applied.sum(0)) / world.count(len(u)))
         return self
 
     def _unit(self, x: np.ndarray) -> Tensor:

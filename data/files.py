@@ -89,8 +89,10 @@ def _to_numpy(obj: Any, path: Path, key: str | None) -> np.ndarray:
 
 
 def load_array(path: str | os.PathLike, *, key: str | None = None,
-               allow_pickle: bool = False) -> np.ndarray:
-    """Load an array from .npy, .npz (named array, or the only one) or .pt/.pth."""
+               allow_pickle: bool = False, mmap: bool = False) -> np.ndarray:
+    """Load an array from .npy, .npz (named array, or the only one) or .pt/.pth. With
+    `mmap`, a .npy file is memory-mapped (read-only) rather than read: a caller that takes
+    a shard of the rows reads only those."""
     path = Path(path)
     _check_readable(path)
     suffix = path.suffix.lower()
@@ -101,7 +103,7 @@ def load_array(path: str | os.PathLike, *, key: str | None = None,
             with open(path, "rb") as fh:
                 if fh.read(6) != b"\x93NUMPY":
                     raise InputError(f"{path}: cannot be read: not a .npy file (no NumPy header)")
-            return np.load(path, allow_pickle=allow_pickle)
+            return np.load(path, allow_pickle=allow_pickle, mmap_mode="r" if mmap else None)
         if suffix == ".npz":
             with np.load(path, allow_pickle=allow_pickle) as npz:
                 names = list(npz.files)

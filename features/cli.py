@@ -14,8 +14,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from data.errors import DeepDPMError
+from data.runtime import env_rank
 from features.config import check_config, load_features_config
-from features.runtime import env_rank
 
 DEFAULT_OUT = "outputs/features"
 

@@ -22,12 +22,12 @@ from data.config import to_container
 from data.devices import resolve_device
 from data.errors import InputError
 from data.files import save_json, save_npy, save_text
+from data.runtime import env_rank, env_world_size
 from data.sources import build_dataset, default_image_size
 from features.checkpoint import encoder_from_checkpoint, load_checkpoint
 from features.config import as_config
 from features.loader import batches, make_loader
 from features.models import MoCoEncoder, build_encoder
-from features.runtime import env_rank, env_world_size
 from features.transforms import eval_transform
 
 

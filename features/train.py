@@ -36,12 +36,12 @@ from tqdm.auto import tqdm
 from data.config import to_container
 from data.errors import InputError
 from data.files import save_torch
+from data.runtime import Runtime, setup_runtime, teardown_runtime
 from data.sources import build_dataset, default_image_size
 from features.checkpoint import load_checkpoint
 from features.config import as_config
 from features.loader import batches, make_loader
 from features.models import build_encoder, use_small_stem
-from features.runtime import Runtime, setup_runtime, teardown_runtime
 from features.transforms import train_transform
 
 EpochCallback = Callable[[dict[str, Any]], None]

@@ -42,13 +42,13 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def setup_runtime(device_name: str | None) -> Runtime:
+def setup_runtime(device_name: str | None, key: str = "train.device") -> Runtime:
     """A single-process runtime, or join/create the process group torchrun describes."""
     world = env_world_size()
     if world <= 1:
-        return Runtime(resolve_device(device_name, "train.device"))
+        return Runtime(resolve_device(device_name, key))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, "train.device")
+    device = resolve_device(device_name, key)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
