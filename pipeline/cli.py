@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from data.errors import DeepDPMError
+from data.runtime import env_rank
 
 STAGE_NAMES = ("features", "cluster", "alternate", "report")
 
@@ -45,10 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_pipeline(args.config, args.overrides, only=args.only,
                      from_stage=args.from_stage, force=args.force)
     except DeepDPMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if env_rank() == 0:  # under torchrun every rank fails together; rank 0 says why
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the unfinished stage has no manifest and will be redone",
-              file=sys.stderr)
+        if env_rank() == 0:
+            print("interrupted: the unfinished stage has no manifest and will be redone",
+                  file=sys.stderr)
         return 130
     return 0

@@ -15,7 +15,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from data.errors import ConfigError, DataNotFoundError
+from clustering.distributed import World
+from data.errors import ConfigError, DataNotFoundError, InputError
 from data.files import save_text
 from data.folders import (
     check_folder_target,
@@ -24,6 +25,7 @@ from data.folders import (
     refuse_foreign,
     replace_folder,
 )
+from data.runtime import env_world_size, setup_runtime, teardown_runtime
 from pipeline.config import load_pipeline_config, plain
 from pipeline.manifest import (
     hash_obj,
@@ -118,21 +120,88 @@ def _refuse_inputs_inside(cfg: Any, root: Path) -> None:
 def run_pipeline(config_path: str | Path, overrides: Sequence[str] = (), *,
                  only: str | None = None, from_stage: str | None = None, force: bool = False,
                  log: Log = _print) -> dict[str, str]:
-    """Run (or skip) each selected stage; returns {stage: "ran"|"skipped"|"disabled"}."""
+    """Run (or skip) each selected stage; returns {stage: "ran"|"skipped"|"disabled"}.
+
+    Under `torchrun` (WORLD_SIZE > 1) only the cluster stage runs, sharded over the ranks:
+    rank 0 decides, locks and writes exactly as one process does; the other ranks fit
+    their shards when rank 0 runs the stage (`_follow`)."""
     selected = select(only, from_stage)
     cfg = load_pipeline_config(config_path, list(overrides))
+    if env_world_size() <= 1:
+        return _run_main(cfg, Path(config_path), selected, only, from_stage, force, log)
+    if selected != ["cluster"]:
+        raise ConfigError("under torchrun only the cluster stage runs (sharded over the "
+                          "ranks); add --only cluster, and run the other stages in one process")
+    runtime = setup_runtime(cfg.cluster.device, "cluster.device")
+    try:
+        world = World.current()
+        if not world.is_main:
+            return _follow(cfg, Path(config_path), world)
+        followers = Followers(world)
+        try:
+            status = _run_main(cfg, Path(config_path), selected, only, from_stage, force, log,
+                               followers)
+        except BaseException as exc:
+            followers.say("error", str(exc))
+            raise
+        followers.say("done")
+        return status
+    finally:
+        teardown_runtime(runtime)
+
+
+class Followers:
+    """What rank 0 tells the other ranks of a sharded run. They wait in a broadcast before
+    the cluster stage ("run", or "done"/"error" if it will not run) and after it ("done"
+    or "error"); while they fit alongside rank 0 nothing is sent (a rank that fails then
+    exits, and torchrun stops the others)."""
+
+    def __init__(self, world: World):
+        self.world, self.waiting = world, True
+
+    def say(self, word: str, detail: str | None = None) -> None:
+        if self.waiting:
+            self.world.broadcast_object((word, detail))
+        self.waiting = word != "run"
+
+    def fit_done(self) -> None:
+        self.waiting = True
+
+
+def _follow(cfg: Any, config_path: Path, world: World) -> dict[str, str]:
+    """A rank other than 0: wait for rank 0's word; fit this rank's shard when it runs the
+    cluster stage. Nothing is written here."""
+    root = Path(cfg.output_dir) / str(cfg.experiment)
+    word, detail = world.broadcast_object(None)
+    if word == "error":
+        raise InputError(f"rank 0: {detail}")
+    if word != "run":
+        return {"cluster": "skipped"}
+    ctx = StageContext(cfg=cfg, root=root, tracker=None, config_path=config_path)
+    STAGE_LIST[STAGES.index("cluster")].run(ctx, None)
+    word, detail = world.broadcast_object(None)  # rank 0 wrote the stage's folder (or failed)
+    if word == "error":
+        raise InputError(f"rank 0: {detail}")
+    return {"cluster": "ran"}
+
+
+def _run_main(cfg: Any, config_path: Path, selected: list[str], only: str | None,
+              from_stage: str | None, force: bool, log: Log,
+              followers: Followers | None = None) -> dict[str, str]:
+    """The run as one process makes it (rank 0 of a sharded run tells the others when the
+    cluster stage starts)."""
     check_folder_target(Path(cfg.output_dir), "output_dir")
     root = Path(cfg.output_dir) / str(cfg.experiment)
     check_folder_target(root, "the experiment folder")
     _refuse_inputs_inside(cfg, root)
     with folder_lock(root, "the experiment folder"):
-        return _run_locked(cfg, root, Path(config_path), selected, only, from_stage, force,
-                           log)
+        return _run_locked(cfg, root, config_path, selected, only, from_stage, force, log,
+                           followers)
 
 
 def _run_locked(cfg: Any, root: Path, config_path: Path, selected: list[str],
                 only: str | None, from_stage: str | None, force: bool,
-                log: Log) -> dict[str, str]:
+                log: Log, followers: Followers | None = None) -> dict[str, str]:
     root.mkdir(parents=True, exist_ok=True)
     save_text(root / "config.yaml", config_yaml(cfg))
     w = cfg.wandb
@@ -158,7 +227,11 @@ def _run_locked(cfg: Any, root: Path, config_path: Path, selected: list[str],
                 log(f"[{stage.name}] up to date, skipped")
                 status[stage.name] = "skipped"
                 continue
+            if followers is not None:  # the other ranks fit their shards alongside
+                followers.say("run")
             _run_stage(stage, ctx, hashes, log)
+            if followers is not None:
+                followers.fit_done()
             status[stage.name] = "ran"
             rerun_rest = True
     except BaseException:

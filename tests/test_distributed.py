@@ -154,3 +154,37 @@ def test_one_process_world_is_the_identity():
     with pytest.raises(ValueError, match="bad"):
         world.agree(ValueError("bad"))
     assert [shard_bounds(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
+
+
+@pytest.mark.slow
+def test_pipeline_cluster_stage_runs_sharded_under_torchrun(tmp_path):
+    import yaml
+
+    from pipeline import run_pipeline
+    from pipeline.manifest import read_manifest
+
+    x, y = make_mixture(1200, 6, 4, seed=3)
+    np.save(tmp_path / "emb.npy", x)
+    np.save(tmp_path / "labels.npy", y)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "exp", "output_dir": str(tmp_path / "out"),
+        "features": {"embeddings": str(tmp_path / "emb.npy"),
+                     "labels": str(tmp_path / "labels.npy")},
+        "cluster": {"max_epochs": 40, "device": "cpu"}, "wandb": {"mode": "disabled"}}))
+    run_pipeline(config, only="features", log=lambda _: None)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([*TORCHRUN, "-m", "pipeline", "run", str(config), "--only", "cluster"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    stage = tmp_path / "out/exp/cluster"
+    assert read_manifest(stage)["stage"] == "cluster"
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["k"] == 4 and metrics["n"] == 1200
+    assert normalized_mutual_info_score(y, np.load(stage / "labels.npy")) >= 0.99
+    assert len((stage / "history.csv").read_text().splitlines()) > 10
+    refused = subprocess.run([*TORCHRUN, "-m", "pipeline", "run", str(config), "--from",
+                              "cluster"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert refused.returncode != 0
+    assert "error: under torchrun only the cluster stage runs" in refused.stderr

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from clustering.distributed import World, shard_bounds
 from data.errors import DataNotFoundError
 from pipeline.manifest import read_manifest
 from pipeline.tracking import Tracker
@@ -58,10 +59,15 @@ class Stage:
     keep: tuple[str, ...] = ()  # entries an interrupted identical run may resume from
 
 
-def load_features(ctx: StageContext) -> tuple[np.ndarray, np.ndarray | None]:
-    """The features stage's embeddings (N x D float32) and labels (or None)."""
+def load_features(ctx: StageContext,
+                  world: World | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The features stage's embeddings (N x D float32) and labels (or None); with several
+    ranks, this rank's contiguous shard of the rows (the .npy is memory-mapped)."""
     folder = ctx.stage_dir("features")
     artifacts = ctx.manifest("features")["artifacts"]
-    x = np.load(folder / artifacts["embeddings"]).astype(np.float32, copy=False)
+    x = np.load(folder / artifacts["embeddings"], mmap_mode="r")
     y = np.load(folder / artifacts["labels"]) if artifacts.get("labels") else None
-    return x, y
+    if world is not None and world.active:
+        start, stop = shard_bounds(len(x), world.rank, world.size)
+        x, y = x[start:stop], None if y is None else y[start:stop]
+    return np.array(x, dtype=np.float32), y  # a copy: only this shard's rows are read

@@ -11,10 +11,17 @@ from pipeline.config import plain
 from pipeline.stages.base import Stage, StageContext, StageResult, load_features
 
 
-def run(ctx: StageContext, out: Path) -> StageResult:
+def run(ctx: StageContext, out: Path | None) -> StageResult:
+    """Fit DeepDPM on the embeddings. Under torchrun every rank fits its shard of the rows
+    (out is None on ranks other than 0: they write nothing)."""
     from clustering import DeepDPM
+    from clustering.distributed import World
 
-    x, y = load_features(ctx)
+    world = World.current()
+    x, y = load_features(ctx, world)
+    if not world.is_main:
+        DeepDPM(**plain(ctx.cfg, "cluster")).fit(x, y)
+        return StageResult(outputs=[])
     log = ctx.tracker.stage_log("cluster", out)
     model = DeepDPM(**plain(ctx.cfg, "cluster")).fit(x, y, on_epoch=log)
     if not log.rows:  # max_epochs=0 or a fit that reports no epochs: keep the CSV
@@ -22,7 +29,8 @@ def run(ctx: StageContext, out: Path) -> StageResult:
             log.log(record)
     save_npy(out / "labels.npy", model.labels_)
     model.save(str(out / "model.pt"))
-    metrics = {"k": int(model.n_clusters_), "n": int(x.shape[0]), "dim": int(x.shape[1])}
+    metrics = {"k": int(model.n_clusters_), "n": len(model.labels_), "dim": int(x.shape[1]),
+               "world_size": world.size}
     metrics.update({k: v for k, v in (getattr(model, "metrics_", None) or {}).items()
                     if k != "k"})
     save_json(out / "metrics.json", metrics)
