@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/bench_scale.py                       # the grid, 20 min cap per run
     .venv/bin/python bench/bench_scale.py --n 10000 100000 --k 50 --epochs 30
+    .venv/bin/python bench/bench_scale.py --n 100000 --k 10 --dim 16 --procs 1 2 --full
+
+`--procs 1 2` runs each fit in one process and sharded over 2 (torchrun, Gloo on CPU, NCCL
+on GPUs); `--full` lets fits run to convergence (every default) instead of `--epochs`.
 
 Data: a mixture like real features (D = 128 by default): cluster sizes falling
 geometrically (largest / smallest = 10), each cluster spread along a few random directions
@@ -46,14 +50,21 @@ def mixture(n: int, k: int, dim: int, seed: int = 0, rank: int = 8) -> tuple[np.
     return x, y
 
 
-def child(spec: dict) -> dict:
-    """One fit, in this process: time per epoch (median after the first), peak RSS."""
+def child(spec: dict) -> dict | None:
+    """One fit, in this process (or this rank of a torchrun job): time per epoch (median
+    after the first), fit time, peak RSS (the largest rank's). Rank 0 returns the row."""
     import torch
 
     from clustering import DeepDPM
+    from clustering.distributed import World, shard_bounds
+    from data.runtime import setup_runtime, teardown_runtime
 
+    runtime = setup_runtime(spec["device"], "device")
+    world = World.current()
     torch.manual_seed(0)
-    x, y = mixture(spec["n"], spec["k"], spec["dim"], spec["seed"])
+    x, y = np.load(spec["x"], mmap_mode="r"), np.load(spec["y"])  # read: this rank's rows
+    start, stop = shard_bounds(len(x), world.rank, world.size)
+    x, y = np.array(x[start:stop]), y[start:stop]
     deadline = time.perf_counter() + spec["max_seconds"]
     stamps: list[float] = []
     ks: list[int] = []  # the model's K per epoch: what the cost depends on
@@ -64,8 +75,9 @@ def child(spec: dict) -> dict:
         if time.perf_counter() > deadline:
             raise TimeoutError
 
-    params = {"init_k": spec["init_k"], "max_epochs": spec["epochs"], "seed": spec["seed"],
-              "tol": None, "device": spec["device"]}
+    params = {"init_k": spec["init_k"], "seed": spec["seed"], "device": spec["device"]}
+    if not spec.get("full"):
+        params.update(max_epochs=spec["epochs"], tol=None)
     model = DeepDPM(**params)
     t0 = time.perf_counter()
     finished = True
@@ -73,15 +85,30 @@ def child(spec: dict) -> dict:
         model.fit(x, y, on_epoch=on_epoch)
     except TimeoutError:
         finished = False
+    wall = time.perf_counter() - t0
     per_epoch = np.diff(stamps)
-    out = {**spec, "finished": finished, "epochs_run": len(stamps),
-           "wall_s": time.perf_counter() - t0,
+    rss = max(world.gather_object(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    teardown_runtime(runtime)
+    if not world.is_main:
+        return None
+    out = {**spec, "procs": world.size, "finished": finished, "epochs_run": len(stamps),
+           "wall_s": wall,
            "s_per_epoch": float(np.median(per_epoch)) if len(per_epoch) else float("nan"),
-           "model_k": float(np.mean(ks)) if ks else float("nan"),
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "model_k": float(np.mean(ks)) if ks else float("nan"), "peak_rss_mb": rss}
     if finished:
         out.update(k_found=int(model.n_clusters_), nmi=float(model.metrics_["nmi"]))
     return out
+
+
+def data_files(folder: Path, n: int, k: int, dim: int, seed: int) -> dict[str, str]:
+    """The mixture written once as .npy files, so that each rank memory-maps its rows."""
+    stem = folder / f"mixture_n{n}_k{k}_d{dim}_s{seed}"
+    paths = {"x": f"{stem}_x.npy", "y": f"{stem}_y.npy"}
+    if not Path(paths["y"]).is_file():
+        x, y = mixture(n, k, dim, seed)
+        np.save(paths["x"], x)
+        np.save(paths["y"], y)
+    return paths
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -92,22 +119,31 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| N | D | true K | init_k | epochs | model K (mean) | s / epoch | peak RSS MB | "
-             "K found | NMI |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | D | true K | init_k | processes | epochs | model K (mean) | s / epoch | "
+             "fit s | peak RSS MB (per process) | K found | NMI |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         found = (f"{r['k_found']} | {r['nmi']:.3f}" if "nmi" in r else "- | -")
         lines.append(f"| {r['n']:,} | {r['dim']} | {r['k']} | {r['init_k']} | "
+                     f"{r.get('procs', 1)} | "
                      f"{r['epochs_run']}{'' if r['finished'] else ' (capped)'} | "
-                     f"{r['model_k']:.0f} | {r['s_per_epoch']:.3f} | "
+                     f"{r['model_k']:.0f} | {r['s_per_epoch']:.3f} | {r['wall_s']:.1f} | "
                      f"{r['peak_rss_mb']:.0f} | {found} |")
-    ks = sorted({r["k"] for r in rows})
-    ns = sorted({r["n"] for r in rows})
+    for one in (r for r in rows if r.get("procs", 1) == 1):
+        for many in (r for r in rows if r.get("procs", 1) > 1 and r["n"] == one["n"]
+                     and r["k"] == one["k"]):
+            lines.append(f"\nN = {one['n']:,}, K = {one['k']}: {many['procs']} processes take "
+                         f"{many['wall_s'] / one['wall_s']:.2f}x the fit time of one, "
+                         f"{many['s_per_epoch'] / one['s_per_epoch']:.2f}x per epoch")
+    single = [r for r in rows if r.get("procs", 1) == 1]
+    ks = sorted({r["k"] for r in single})
+    ns = sorted({r["n"] for r in single})
     for k in ks:
-        sel = sorted((r["n"], r["s_per_epoch"]) for r in rows if r["k"] == k)
+        sel = sorted((r["n"], r["s_per_epoch"]) for r in single if r["k"] == k)
         lines.append(f"\ngrowth exponent of s/epoch in N at K = {k}: "
                      f"{slope(*zip(*sel, strict=True)) if len(sel) > 1 else float('nan'):.2f}")
     for n in ns:  # against the model's K during the timed epochs, not the true K
-        sel = sorted((r["model_k"], r["s_per_epoch"]) for r in rows if r["n"] == n)
+        sel = sorted((r["model_k"], r["s_per_epoch"]) for r in single if r["n"] == n)
         lines.append(f"growth exponent of s/epoch in the model's K at N = {n:,}: "
                      f"{slope(*zip(*sel, strict=True)) if len(sel) > 1 else float('nan'):.2f}")
     return "\n".join(lines)
@@ -123,29 +159,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=1200)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--procs", type=int, nargs="+", default=[1],
+                   help="processes per fit (more than 1: torchrun --nproc_per_node)")
+    p.add_argument("--init-k", type=int, help="default: 200 from N = 100k, else min(K, 50)")
+    p.add_argument("--full", action="store_true",
+                   help="fit with every default (convergence stop) instead of --epochs")
     p.add_argument("--out", default="outputs/bench_scale/scale.md")
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        row = child(json.loads(args.child))
+        if row is not None:
+            print(json.dumps(row))
         return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for n in args.n:
-        for k in args.k:
-            spec = {"n": n, "k": k, "dim": args.dim, "seed": args.seed, "epochs": args.epochs,
-                    "max_seconds": args.max_seconds, "device": args.device,
-                    "init_k": 200 if n >= 100_000 else min(k, 50)}
-            run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                                 capture_output=True, text=True, cwd=ROOT)
-            if run.returncode != 0:
-                print(f"N={n} K={k}: failed\n{run.stderr[-2000:]}", file=sys.stderr)
-                continue
-            row = json.loads(run.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            with open(out.with_suffix(".jsonl"), "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+    for n, k, procs in ((n, k, p) for n in args.n for k in args.k for p in args.procs):
+        init_k = args.init_k or (200 if n >= 100_000 else min(k, 50))
+        spec = {"n": n, "k": k, "dim": args.dim, "seed": args.seed, "epochs": args.epochs,
+                "max_seconds": args.max_seconds, "device": args.device, "init_k": init_k,
+                "full": args.full, **data_files(out.parent, n, k, args.dim, args.seed)}
+        launcher = [sys.executable]
+        if procs > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone",
+                         f"--nproc_per_node={procs}"]
+        run = subprocess.run([*launcher, __file__, "--child", json.dumps(spec)],
+                             capture_output=True, text=True, cwd=ROOT)
+        if run.returncode != 0:
+            print(f"N={n} K={k} procs={procs}: failed\n{run.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(run.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        with open(out.with_suffix(".jsonl"), "a") as fh:
+            fh.write(json.dumps(row) + "\n")
     out.write_text(table(rows) + "\n")
     print(table(rows))
     return 0

@@ -188,3 +188,22 @@ def test_pipeline_cluster_stage_runs_sharded_under_torchrun(tmp_path):
                              timeout=600)
     assert refused.returncode != 0
     assert "error: under torchrun only the cluster stage runs" in refused.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL ranks)")
+def test_two_nccl_ranks_on_gpus_fit_like_one_process(tmp_path):
+    x, y = make_mixture(20000, 16, 8, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    common = ["fit", str(tmp_path / "x.npy"), "--quiet", "device=cuda"]
+    single = subprocess.run([sys.executable, "-m", "clustering", *common, "--out",
+                             str(tmp_path / "one")], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr
+    run = subprocess.run([*TORCHRUN, "-m", "clustering", *common, "--out", str(tmp_path / "two")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert two["world_size"] == 2 and two["k"] == one["k"] == 8
+    labels = [np.load(tmp_path / d / "labels.npy") for d in ("one", "two")]
+    assert normalized_mutual_info_score(*labels) >= 0.99
