@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_scale.py                       # the grid, 20 min cap per run
     .venv/bin/python bench/bench_scale.py --n 10000 100000 --k 50 --epochs 30
-    .venv/bin/python bench/bench_scale.py --n 100000 --k 10 --dim 16 --procs 1 2 --full
+    .venv/bin/python bench/bench_scale.py --n 100000 --k 10 --dim 16 --procs 1 2 --full \
+        --init-k 1 --shape blobs
 
 `--procs 1 2` runs each fit in one process and sharded over 2 (torchrun, Gloo on CPU, NCCL
 on GPUs); `--full` lets fits run to convergence (every default) instead of `--epochs`.
@@ -57,6 +58,7 @@ def child(spec: dict) -> dict | None:
 
     from clustering import DeepDPM
     from clustering.distributed import World, shard_bounds
+    from clustering.metrics import evaluate
     from data.runtime import setup_runtime, teardown_runtime
 
     runtime = setup_runtime(spec["device"], "device")
@@ -64,7 +66,7 @@ def child(spec: dict) -> dict | None:
     torch.manual_seed(0)
     x, y = np.load(spec["x"], mmap_mode="r"), np.load(spec["y"])  # read: this rank's rows
     start, stop = shard_bounds(len(x), world.rank, world.size)
-    x, y = np.array(x[start:stop]), y[start:stop]
+    x = np.array(x[start:stop])
     deadline = time.perf_counter() + spec["max_seconds"]
     stamps: list[float] = []
     ks: list[int] = []  # the model's K per epoch: what the cost depends on
@@ -82,7 +84,7 @@ def child(spec: dict) -> dict | None:
     t0 = time.perf_counter()
     finished = True
     try:
-        model.fit(x, y, on_epoch=on_epoch)
+        model.fit(x, on_epoch=on_epoch)  # no y_eval: no per-epoch metrics in the timing
     except TimeoutError:
         finished = False
     wall = time.perf_counter() - t0
@@ -96,16 +98,28 @@ def child(spec: dict) -> dict | None:
            "s_per_epoch": float(np.median(per_epoch)) if len(per_epoch) else float("nan"),
            "model_k": float(np.mean(ks)) if ks else float("nan"), "peak_rss_mb": rss}
     if finished:
-        out.update(k_found=int(model.n_clusters_), nmi=float(model.metrics_["nmi"]))
+        out.update(k_found=int(model.n_clusters_), nmi=float(evaluate(y, model.labels_)["nmi"]))
     return out
 
 
-def data_files(folder: Path, n: int, k: int, dim: int, seed: int) -> dict[str, str]:
-    """The mixture written once as .npy files, so that each rank memory-maps its rows."""
-    stem = folder / f"mixture_n{n}_k{k}_d{dim}_s{seed}"
+def blobs(n: int, k: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n points of k equal-weight Gaussians with random full covariances (means N(0, 16 I),
+    covariance A A^T / D, A ~ N(0, 1)): the easy case, where K is found in a few moves."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 4, (k, dim))
+    y = rng.integers(0, k, n)
+    mix = rng.normal(0, 1, (k, dim, dim)) / np.sqrt(dim)
+    x = means[y] + np.einsum("nij,nj->ni", mix[y], rng.normal(0, 1, (n, dim)))
+    return x.astype(np.float32), y
+
+
+def data_files(folder: Path, n: int, k: int, dim: int, seed: int,
+               shape: str = "features") -> dict[str, str]:
+    """The data set written once as .npy files, so that each rank memory-maps its rows."""
+    stem = folder / f"{'mixture' if shape == 'features' else shape}_n{n}_k{k}_d{dim}_s{seed}"
     paths = {"x": f"{stem}_x.npy", "y": f"{stem}_y.npy"}
     if not Path(paths["y"]).is_file():
-        x, y = mixture(n, k, dim, seed)
+        x, y = (mixture if shape == "features" else blobs)(n, k, dim, seed)
         np.save(paths["x"], x)
         np.save(paths["y"], y)
     return paths
@@ -162,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, nargs="+", default=[1],
                    help="processes per fit (more than 1: torchrun --nproc_per_node)")
     p.add_argument("--init-k", type=int, help="default: 200 from N = 100k, else min(K, 50)")
+    p.add_argument("--shape", choices=("features", "blobs"), default="features",
+                   help="features: low-rank, L2-normalised, unequal sizes (default); blobs: "
+                        "well-separated Gaussians")
     p.add_argument("--full", action="store_true",
                    help="fit with every default (convergence stop) instead of --epochs")
     p.add_argument("--out", default="outputs/bench_scale/scale.md")
@@ -178,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         init_k = args.init_k or (200 if n >= 100_000 else min(k, 50))
         spec = {"n": n, "k": k, "dim": args.dim, "seed": args.seed, "epochs": args.epochs,
                 "max_seconds": args.max_seconds, "device": args.device, "init_k": init_k,
-                "full": args.full, **data_files(out.parent, n, k, args.dim, args.seed)}
+                "full": args.full,
+                **data_files(out.parent, n, k, args.dim, args.seed, args.shape)}
         launcher = [sys.executable]
         if procs > 1:
             launcher += ["-m", "torch.distributed.run", "--standalone",
