@@ -35,8 +35,10 @@ class World:
     def __init__(self, rank: int = 0, size: int = 1):
         self.rank, self.size = rank, size
         self._device = torch.device("cpu")
-        if size > 1 and dist.get_backend() == "nccl":
-            self._device = torch.device("cuda", torch.cuda.current_device())
+        if size > 1 and dist.get_backend() == "nccl":  # NCCL moves CUDA tensors only
+            local = os.environ.get("LOCAL_RANK")
+            self._device = torch.device("cuda", int(local) if local is not None
+                                        else torch.cuda.current_device())
 
     @classmethod
     def current(cls) -> World:
