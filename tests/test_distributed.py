@@ -145,6 +145,39 @@ def test_sharded_statistics_equal_those_of_the_whole(tmp_path):
     assert got["agreed"][0] == got["agreed"][1]  # both ranks hold the same centres
 
 
+def _fit_bad_shards(rank: int, size: int, init_file: str, out_file: str) -> None:
+    """Each rank fits a shard that disagrees with the other's; every rank must raise."""
+    from clustering import DeepDPM
+    from data.errors import InputError
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=size)
+    torch.set_num_threads(1)
+    messages = []
+    try:
+        rng = np.random.default_rng(rank)
+        cases = {"uneven": rng.normal(size=(400 if rank == 0 else 12, 3)),
+                 "widths": rng.normal(size=(100, 3 + rank))}
+        for name, shard in cases.items():
+            try:
+                DeepDPM(max_epochs=2).fit(shard.astype(np.float32))
+                messages.append(f"{name}: no error")
+            except InputError as exc:
+                messages.append(f"{name}: {exc}")
+        if rank == 0:
+            Path(out_file).write_text("\n".join(messages))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shards_that_disagree_fail_on_every_rank(tmp_path):
+    out = tmp_path / "messages.txt"
+    mp.spawn(_fit_bad_shards, args=(2, str(tmp_path / "pg"), str(out)), nprocs=2)
+    uneven, widths = out.read_text().splitlines()
+    assert "shards are too uneven [400, 12]" in uneven and "at least 20 rows" in uneven
+    assert widths.startswith("widths: the ranks' shards have different widths")
+
+
 def test_one_process_world_is_the_identity():
     world = World()
     t = torch.arange(6.0).view(3, 2)
