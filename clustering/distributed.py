@@ -116,12 +116,12 @@ class World:
         dist.broadcast(buf, src=0)
         return buf.to(t.device)
 
-    def broadcast_object(self, obj: Any) -> Any:
-        """Rank 0's object (picklable; only ranks of this job send it)."""
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank `src`'s object (picklable; only ranks of this job send it)."""
         if not self.active:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0, device=self._device)
+        dist.broadcast_object_list(box, src=src, device=self._device)
         return box[0]
 
     def sync_generator(self, generator: torch.Generator) -> None:

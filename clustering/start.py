@@ -73,8 +73,8 @@ def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
     """Labels (N,) of the start: k-means at init_k, or (search) the best candidate.
 
     With several ranks x is this rank's shard: the probe is drawn from every shard
-    (`data_generator`, one per rank), the candidates are built and scored on rank 0, and
-    the winner is refined and applied on every shard (`_sharded_start`)."""
+    (`data_generator`, one per rank), the candidates are built and scored over the ranks,
+    and the winner is refined and applied on every shard (`_sharded_start`)."""
     world = world or World()
     if world.active:
         return _sharded_start(x, init_k, prior, alpha, generator, kmeans_iters, search, world,
@@ -100,33 +100,81 @@ def initial_partition(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
     return torch.unique(nearest_probe_label(x, probe, best_graph), return_inverse=True)[1]
 
 
+def _top(n_probe: int, init_k: int) -> int:
+    return max(init_k, int(math.sqrt(n_probe)))
+
+
+def ladder(n_probe: int, init_k: int) -> list[int]:
+    """The k-means rungs: K = init_k and 1, 2, 4, ... up to sqrt(n_probe)."""
+    top = _top(n_probe, init_k)
+    return sorted({init_k, *(2 ** j for j in range(top.bit_length()) if 2 ** j <= top)})
+
+
+def _score(probe: Tensor, labels: Tensor, prior: NIWPrior, alpha: float) -> float:
+    k = int(labels.max()) + 1
+    return float(log_joint(grouped_stats(probe, labels, k), prior, alpha))
+
+
+def graph_candidates(probe: Tensor, init_k: int, prior: NIWPrior,
+                     alpha: float) -> list[tuple[float, Tensor]]:
+    """(log joint, labels) of each mutual-kNN-graph partition with no more pieces than the
+    k-means ladder may reach, sqrt(n) (finer ones are not starts but noise)."""
+    top = _top(len(probe), init_k)
+    nbrs = torch.as_tensor(nearest_neighbours(probe, max(GRAPH_KS)), device=probe.device)
+    out = []
+    for k in GRAPH_KS:
+        labels = graph_partition(nbrs, k)
+        if int(labels.max()) + 1 <= top:
+            out.append((_score(probe, labels, prior, alpha), labels))
+    return out
+
+
 def best_candidate(probe: Tensor, init_k: int, prior: NIWPrior, alpha: float,
                    generator: torch.Generator,
                    kmeans_iters: int) -> tuple[Tensor | None, Tensor | None]:
-    """(centres, None) when a k-means rung wins, (None, probe labels) when a graph does."""
-
-    def score(labels: Tensor) -> float:
-        k = int(labels.max()) + 1
-        return float(log_joint(grouped_stats(probe, labels, k), prior, alpha))
-
-    top = max(init_k, int(math.sqrt(len(probe))))
-    ladder = sorted({init_k, *(2 ** j for j in range(top.bit_length()) if 2 ** j <= top)})
+    """(centres, None) when a k-means rung wins, (None, probe labels) when a graph does
+    (a graph must score strictly higher than every rung)."""
     best_centres, best_score = None, -math.inf
-    for k in ladder:
+    for k in ladder(len(probe), init_k):
         centres, labels = kmeans_plus_plus(probe, k, generator, min(kmeans_iters, 20))
-        s = score(labels)
+        s = _score(probe, labels, prior, alpha)
         if s > best_score:
             best_centres, best_score = centres, s
     best_graph = None
-    nbrs = torch.as_tensor(nearest_neighbours(probe, max(GRAPH_KS)), device=probe.device)
-    for k in GRAPH_KS:
-        labels = graph_partition(nbrs, k)
-        if int(labels.max()) + 1 > top:  # more pieces than any k-means rung: too fine
-            continue
-        s = score(labels)
+    for s, labels in graph_candidates(probe, init_k, prior, alpha):
         if s > best_score:
             best_graph, best_score = labels, s
     return (best_centres, None) if best_graph is None else (None, best_graph)
+
+
+def shared_best_candidate(probe: Tensor, init_k: int, prior: NIWPrior, alpha: float,
+                          generator: torch.Generator, kmeans_iters: int,
+                          world: World) -> tuple[Tensor | None, Tensor | None]:
+    """`best_candidate` with the candidates spread over the ranks (each holds the same
+    probe): rank 0 builds the graph candidates, the others the k-means rungs in turn (rank
+    0 too when it is alone). Each rung draws from its own generator, seeded from the shared
+    one, so the candidates do not depend on which rank builds them. The scores are
+    gathered, every rank picks the same winner, and its builder broadcasts it."""
+    rungs = ladder(len(probe), init_k)
+    base = int(torch.randint(2 ** 62, (1,), generator=generator, device=generator.device))
+    workers = list(range(1, world.size)) or [0]
+    mine: list[tuple[int, float, Tensor]] = []  # (job, score, centres or labels)
+    if world.rank == 0:
+        mine += [(-1 - i, s, lab) for i, (s, lab) in
+                 enumerate(graph_candidates(probe, init_k, prior, alpha))]
+    for j, k in enumerate(rungs):
+        if workers[j % len(workers)] == world.rank:
+            gen = torch.Generator(device=generator.device).manual_seed(base + k)
+            centres, labels = kmeans_plus_plus(probe, k, gen, min(kmeans_iters, 20))
+            mine.append((j, _score(probe, labels, prior, alpha), centres))
+    table = [(job, s, r) for r, jobs in enumerate(world.gather_object(
+        [(job, s) for job, s, _ in mine])) for job, s in jobs]
+    rung = max((t for t in table if t[0] >= 0), key=lambda t: (t[1], -t[0]))
+    graphs = [t for t in table if t[0] < 0 and t[1] > rung[1]]
+    job, _, owner = max(graphs, key=lambda t: (t[1], t[0])) if graphs else rung
+    payload = next((p.cpu() for j, _, p in mine if j == job), None)
+    payload = world.broadcast_object(payload, src=owner)  # on the CPU: ranks' devices differ
+    return (payload, None) if job >= 0 else (None, payload)
 
 
 def nearest_probe_label(x: Tensor, probe: Tensor, probe_labels: Tensor) -> Tensor:
@@ -147,21 +195,18 @@ def _sharded_start(x: Tensor, init_k: int, prior: NIWPrior, alpha: float,
                    generator: torch.Generator, kmeans_iters: int, search: bool, world: World,
                    data_generator: torch.Generator) -> Tensor:
     """The start of a sharded fit: a probe gathered from every shard (each in proportion
-    to its rows), candidates on rank 0, then k-means refined on all shards or the graph
-    labels carried to every point by its nearest probe point."""
+    to its rows), candidates spread over the ranks, then k-means refined on all shards or
+    the graph labels carried to every point by its nearest probe point."""
     n_total = world.count(x.shape[0])
     share = min(x.shape[0], -(-INIT_PROBE * x.shape[0] // n_total))
     local = x[torch.randperm(x.shape[0], generator=data_generator, device=x.device)[:share]]
     probe = world.gather_rows(local)
-    centres = graph = None
-    if world.is_main:
-        if not search or init_k > len(probe):
-            centres = kmeans_plus_plus(probe, init_k, generator, kmeans_iters)[0]
-        else:
-            centres, graph = best_candidate(probe, init_k, prior, alpha, generator,
-                                            kmeans_iters)
-    centres, graph = world.broadcast_object(  # on the CPU: ranks may use different GPUs
-        tuple(None if t is None else t.cpu() for t in (centres, graph)))
+    if not search or init_k > len(probe):
+        centres = kmeans_plus_plus(probe, init_k, generator, kmeans_iters)[0]
+        centres, graph = world.broadcast_object(centres.cpu()), None  # rank 0's seeding
+    else:
+        centres, graph = shared_best_candidate(probe, init_k, prior, alpha, generator,
+                                               kmeans_iters, world)
     world.sync_generator(generator)
     if graph is None:
         centres = centres.to(x.device)

@@ -19,7 +19,8 @@ from sklearn.metrics import normalized_mutual_info_score
 from clustering.cli import FIT_OUTPUTS
 from clustering.distributed import World, shard_bounds
 from clustering.kmeans import kmeans_plus_plus, two_means_1d
-from clustering.niw import grouped_stats
+from clustering.niw import NIWPrior, grouped_stats
+from clustering.start import shared_best_candidate
 from clustering.transform import InputTransform, moments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,13 +110,29 @@ def _sharded_pieces(rank: int, size: int, init_file: str, out_file: str) -> None
         all_labels = world.gather_rows(labels)
         all_side = world.gather_rows(side)
         agreed = world.gather_object(float(centres.sum()))
+        starts = [shared_best_candidate(probe, 1, prior, 10.0, torch.Generator().manual_seed(3),
+                                        20, world) for probe, prior in _start_probes()]
         if rank == 0:
-            torch.save({"centre": transform.centre, "scale": transform.scale,
+            torch.save({"starts": starts, "centre": transform.centre, "scale": transform.scale,
                         "proj": transform.proj, "shift": transform.shift, "mean": mean,
                         "cov": cov, "centres": centres, "labels": all_labels, "n": stats.n,
                         "s": stats.s, "side": all_side, "agreed": agreed}, out_file)
     finally:
         dist.destroy_process_group()
+
+
+def _start_probes() -> list[tuple[torch.Tensor, NIWPrior]]:
+    """Probes (the same on every rank) where a k-means rung wins and where a graph does."""
+    blobs = torch.as_tensor(make_mixture(1001, 5, 4, seed=7)[0]).double()
+    rng = np.random.default_rng(0)  # 4 long thin parallel lines: k-means cuts across them
+    along = rng.uniform(-10, 10, 1200)
+    lines = np.stack([along, np.repeat(np.arange(4.0), 300) + rng.normal(0, 0.02, 1200)], 1)
+    out = []
+    for x in (blobs, torch.as_tensor(lines)):
+        x = x - x.mean(0)
+        out.append((x, NIWPrior(torch.zeros(x.shape[1], dtype=torch.float64),
+                                torch.cov(x.T), x.shape[1] + 2.0, 1e-4)))
+    return out
 
 
 def test_sharded_statistics_equal_those_of_the_whole(tmp_path):
@@ -143,6 +160,15 @@ def test_sharded_statistics_equal_those_of_the_whole(tmp_path):
     np.testing.assert_allclose(got["s"], stats.s, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(got["side"], side)
     assert got["agreed"][0] == got["agreed"][1]  # both ranks hold the same centres
+    # the start's candidates, built over 2 ranks, are those one process builds
+    one = [shared_best_candidate(probe, 1, prior, 10.0, torch.Generator().manual_seed(3), 20,
+                                 World()) for probe, prior in _start_probes()]
+    assert one[0][1] is None and one[1][0] is None  # a k-means rung wins, then a graph
+    for (c_got, g_got), (c_one, g_one) in zip(got["starts"], one, strict=True):
+        for a, b in ((c_got, c_one), (g_got, g_one)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.equal(a, b)
 
 
 def _fit_bad_shards(rank: int, size: int, init_file: str, out_file: str) -> None:
