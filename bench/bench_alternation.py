@@ -38,11 +38,10 @@ def pca(x: np.ndarray, dim: int) -> np.ndarray:
 def load_features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     """Embeddings + labels from the arguments, the features engineer's output, or PCA."""
     if args.synthetic is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_alternation import entangled
+        from data.synthetic import entangled
 
         x, y = entangled(seed=args.synthetic)
-        return x, y, f"tests' entangled mixture (seed {args.synthetic})"
+        return x, y, f"the entangled mixture of data/synthetic.py (seed {args.synthetic})"
     if args.embeddings:
         x = load_array(args.embeddings).astype(np.float32)
         y = load_labels(args.labels) if args.labels else None
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     x, y, source = load_features(args)
     if args.synthetic is not None:  # the settings of test_alternation_beats_deepdpm_on_raw_input
-        from test_alternation import CLUSTER, SMALL_AE
+        from data.synthetic import SHORT_CLUSTER, SMALL_AE
 
         args.hidden, args.latent = SMALL_AE["hidden_dims"], SMALL_AE["latent_dim"]
         args.pretrain_epochs, args.ae_epochs, args.alternations = 60, 20, 3
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                "prior_sigma_choice": args.prior_sigma_choice,
                "prior_sigma_scale": args.prior_sigma_scale}
     if args.synthetic is not None:
-        cluster = dict(CLUSTER)
+        cluster = dict(SHORT_CLUSTER)
     alt_cfg = {"hidden_dims": list(args.hidden), "latent_dim": args.latent,
                "pretrain_epochs": args.pretrain_epochs, "ae_epochs": args.ae_epochs,
                "n_alternations": args.alternations, "lambda_": args.lambda_, "beta": args.beta,

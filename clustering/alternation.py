@@ -1,34 +1,25 @@
 """AE alternation: cluster the codes of an autoencoder with DeepDPM, pull the codes towards
-their clusters, cluster again (spec section 5; the paper's best ImageNet-50 results).
+their clusters, cluster again (the paper's best ImageNet-50 results came from this).
 
 Alternation t = 0 clusters the pretrained AE's codes (k-means++ init with `init_k`).
 Alternation t >= 1 first trains the AE for `ae_epochs` on
     lambda_ * reconstruction + beta / 2 * ||z_i - c_{a_i}||^2
 with the centres c held fixed (cluster means of the previous codes under the previous
 labels; a_i = nearest centre ("hard") or the previous clustering net's soft assignment
-("soft")), then reruns DeepDPM on the new codes, warm-started from the means of the new
-codes under the previous labels (K carried over). DeepDPM's prior is always derived
-from the codes being clustered (the authors reset it from the centres; we do not).
+("soft"); clustering/pull.py), then reruns DeepDPM on the new codes, warm-started from the
+means of the new codes under the previous labels (K carried over). DeepDPM's prior is
+always derived from the codes being clustered (the authors reset it from the centres; we
+do not).
 
-Files under `out_dir` (all written atomically):
-  ae_pretrained.pt            AE after reconstruction pretraining (reused when present)
-  alternation_run.json        settings + data fingerprint of the run (resume check)
-  alt_<t>/encoder.pt          AE whose codes alternation t clusters (written before DeepDPM)
-  alt_<t>/codes.npy, labels.npy, deepdpm.pt, summary.json (summary = "t is done")
-  history.csv                 one row per finished alternation (K, metrics, losses, times)
-  encoder.pt, deepdpm.pt, labels.npy, codes.npy, alternation.json   final outputs
+Settings: `clustering.config.AlternationConfig`; the files a run writes and how a rerun
+resumes: clustering/alternation_files.py.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import time
-import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clustering.alternation_files import (
+    FORMAT,
+    RunFolder,
+    data_fingerprint,
+    pretrain_manifest,
+    read_json,
+    run_manifest,
+)
 from clustering.autoencoder import (
-    INPUT_TRANSFORMS,
     AutoEncoder,
     InputScaler,
     TrainSettings,
@@ -46,203 +44,16 @@ from clustering.autoencoder import (
     load_ae_state,
     train_autoencoder,
 )
-from clustering.config import DeepDPMConfig
+from clustering.config import as_dict, make_alternation_config, make_cluster_params
 from clustering.metrics import evaluate
 from clustering.model import DeepDPM
+from clustering.pull import cluster_means, code_unit, hard_pull, soft_means, soft_pull
 from clustering.validation import check_array, check_labels
 from data.devices import resolve_device
 from data.errors import ConfigError, InputError
-from data.files import save_json, save_npy, save_text, save_torch
+from data.files import save_json, save_npy, save_torch
 
 EpochCallback = Callable[[dict[str, Any]], None]
-FORMAT = "deepdpm-alternation-v1"
-ASSIGNMENTS = ("hard", "soft")
-
-
-@dataclass
-class AlternationConfig:
-    """Settings of the AE alternation stage (YAML section `alternate`)."""
-
-    enabled: bool = False  # the pipeline runs the stage only when true
-    # --- autoencoder
-    hidden_dims: list[int] = field(default_factory=lambda: [500, 500, 2000])
-    latent_dim: int = 10
-    input_transform: str = "scale"  # none | normalize | scale | standardize (AE input)
-    batch_size: int = 256  # authors: 128
-    pretrain_epochs: int = 50
-    pretrain_lr: float = 1e-3
-    # --- alternation
-    n_alternations: int = 3  # DeepDPM runs (authors' number_of_ae_alternations)
-    ae_epochs: int = 100  # AE epochs between two DeepDPM runs (authors' `epoch`)
-    lr: float = 2e-3  # Adam lr of the AE during alternations (authors' --lr)
-    weight_decay: float = 0.0  # authors 5e-4 with a batch-sum loss, ~4e-6 for our batch mean
-    lambda_: float = 0.005  # reconstruction weight (authors' --lambda_)
-    beta: float = 1.0  # pull-to-centre weight, applied as beta / 2 (authors' --beta)
-    assignment: str = "hard"  # hard: nearest fixed centre | soft: clustering-net posteriors
-    warm_start: bool = True  # DeepDPM t >= 1 starts from the previous labels' means and K
-    prior_sigma_scale_step: bool = True  # DeepDPM t >= 1 uses prior_sigma_scale / t
-    # DeepDPM settings for the codes over the `cluster` section (e.g. nu: 12 for 10-D codes)
-    cluster_overrides: dict[str, Any] = field(default_factory=dict)
-    # --- run
-    resume: bool = True  # continue from the state saved in out_dir
-    save_codes: bool = True  # keep alt_<t>/codes.npy
-    seed: int = 0
-    device: str | None = None  # None -> cuda if available
-
-
-ALTERNATION_KEYS = tuple(f.name for f in fields(AlternationConfig))
-# Keys whose change invalidates the pretrained AE / the alternation state (for resume).
-PRETRAIN_KEYS = ("hidden_dims", "latent_dim", "input_transform", "batch_size",
-                 "pretrain_epochs", "pretrain_lr", "seed")
-ALTERNATE_KEYS = ("ae_epochs", "lr", "weight_decay", "lambda_", "beta", "assignment",
-                  "warm_start", "prior_sigma_scale_step")  # cluster_overrides: via cluster_config
-CLUSTER_RUNTIME_KEYS = ("device", "verbose", "eval_every")
-
-
-# ---------------------------------------------------------------------- configuration
-def _as_dict(cfg: Any, name: str) -> dict[str, Any]:
-    """Dataclass, mapping or omegaconf DictConfig -> plain dict."""
-    if cfg is None:
-        return {}
-    if hasattr(cfg, "__dataclass_fields__"):
-        return asdict(cfg)
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    raise ConfigError(f"{name} must be a dataclass or a mapping, got {type(cfg).__name__}")
-
-
-def make_alternation_config(cfg: Any = None) -> AlternationConfig:
-    """AlternationConfig from a dataclass/mapping; unknown keys -> ConfigError."""
-    values = _as_dict(cfg, "alternation config")
-    unknown = sorted(set(values) - set(ALTERNATION_KEYS))
-    if unknown:
-        raise ConfigError(f"alternate: unknown key(s) {unknown}; valid keys: "
-                          f"{', '.join(ALTERNATION_KEYS)}")
-    out = AlternationConfig(**values)
-    out.hidden_dims = [int(h) for h in out.hidden_dims]
-    out.cluster_overrides = _as_dict(out.cluster_overrides, "alternate.cluster_overrides")
-    validate_alternation_config(out)
-    return out
-
-
-def validate_alternation_config(cfg: AlternationConfig) -> None:
-    """Data-independent checks, each failing with one line naming the key."""
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"alternate.{msg}")
-
-    need(all(h >= 1 for h in cfg.hidden_dims),
-         f"hidden_dims must all be >= 1, got {cfg.hidden_dims}")
-    need(cfg.latent_dim >= 1, f"latent_dim must be >= 1, got {cfg.latent_dim}")
-    need(cfg.input_transform in INPUT_TRANSFORMS,
-         f"input_transform must be one of {INPUT_TRANSFORMS}, got {cfg.input_transform!r}")
-    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
-    need(cfg.pretrain_epochs >= 1, f"pretrain_epochs must be >= 1, got {cfg.pretrain_epochs}")
-    need(cfg.ae_epochs >= 1, f"ae_epochs must be >= 1, got {cfg.ae_epochs}")
-    need(cfg.n_alternations >= 1, f"n_alternations must be >= 1, got {cfg.n_alternations}")
-    need(cfg.pretrain_lr > 0, f"pretrain_lr must be > 0, got {cfg.pretrain_lr}")
-    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
-    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    need(cfg.lambda_ >= 0, f"lambda_ must be >= 0, got {cfg.lambda_}")
-    need(cfg.beta >= 0, f"beta must be >= 0, got {cfg.beta}")
-    need(cfg.lambda_ + cfg.beta > 0, "lambda_ and beta are both 0: the AE would not train")
-    need(cfg.assignment in ASSIGNMENTS,
-         f"assignment must be one of {ASSIGNMENTS}, got {cfg.assignment!r}")
-
-
-def make_cluster_params(cfg: Any = None) -> dict[str, Any]:
-    """DeepDPM keyword arguments; unknown keys -> ConfigError."""
-    values = _as_dict(cfg, "clustering config")
-    valid = {f.name for f in fields(DeepDPMConfig)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ConfigError(f"clustering (cluster section or alternate.cluster_overrides): "
-                          f"unknown key(s) {unknown}; valid keys: "
-                          f"{', '.join(sorted(valid))}")
-    return asdict(DeepDPMConfig(**values))
-
-
-# ---------------------------------------------------------------------- small helpers
-def cluster_means(codes: Tensor, labels: Tensor) -> Tensor:
-    """Means of the codes per label, empty labels dropped (one index_add, no loop)."""
-    k = int(labels.max()) + 1
-    sums = torch.zeros(k, codes.shape[1], dtype=codes.dtype, device=codes.device)
-    sums.index_add_(0, labels, codes)
-    counts = torch.bincount(labels, minlength=k)
-    keep = counts > 0
-    return sums[keep] / counts[keep, None].to(codes.dtype)
-
-
-def soft_means(codes: Tensor, resp: Tensor) -> Tensor:
-    """Responsibility-weighted means (K x d) of the codes."""
-    return (resp.T @ codes) / resp.sum(0).clamp_min(1e-12)[:, None]
-
-
-def squared_distances(z: Tensor, centres: Tensor) -> Tensor:
-    """B x K squared distances, differentiable everywhere (cdist's sqrt is not at 0)."""
-    d2 = z.pow(2).sum(1, keepdim=True) - 2 * z @ centres.T + centres.pow(2).sum(1)[None]
-    return d2.clamp_min(0)
-
-
-def hard_pull(centres: Tensor, unit: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
-    """Loss ||z_i - c_{a_i}||^2 / unit with a_i the nearest fixed centre (authors' min_dist)."""
-
-    def loss(z: Tensor, idx: Tensor) -> Tensor:
-        with torch.no_grad():
-            a = squared_distances(z, centres).argmin(1)
-        return (z - centres[a]).pow(2).sum(1).mean() / unit
-
-    return loss
-
-
-def soft_pull(centres: Tensor, resp: Tensor,
-              unit: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
-    """Loss sum_k r_ik ||z_i - c_k||^2 / unit with r fixed from the previous clustering net."""
-
-    def loss(z: Tensor, idx: Tensor) -> Tensor:
-        return (resp[idx] * squared_distances(z, centres)).sum(1).mean() / unit
-
-    return loss
-
-
-def code_unit(codes: Tensor) -> float:
-    """Mean per-dimension variance of the codes: the pull is measured in these units.
-
-    The authors' latent is BatchNorm'd (about unit variance per dimension), so their beta
-    assumes unit-scale codes; dividing by the codes' variance gives our linear codes the
-    same scale whatever the AE learned.
-    """
-    return float(codes.var(0).mean().clamp_min(1e-12))
-
-
-def data_fingerprint(x: np.ndarray) -> dict[str, Any]:
-    """Shape and SHA-1 of the float32 input, so a resume never mixes data sets."""
-    digest = hashlib.sha1(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
-    return {"n": int(x.shape[0]), "d": int(x.shape[1]), "sha1": digest}
-
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    """CSV with the union of keys, first-seen order."""
-    cols: list[str] = []
-    for row in rows:
-        cols.extend(k for k in row if k not in cols)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 @dataclass
@@ -266,7 +77,7 @@ class AEAlternation:
     def __init__(self, alt_cfg: Any = None, cluster_cfg: Any = None):
         self.config = make_alternation_config(alt_cfg)
         self.cluster_params = make_cluster_params(
-            {**_as_dict(cluster_cfg, "clustering config"), **self.config.cluster_overrides})
+            {**as_dict(cluster_cfg, "clustering config"), **self.config.cluster_overrides})
         self._fitted = False
 
     # ------------------------------------------------------------------ public API
@@ -282,6 +93,7 @@ class AEAlternation:
         y = check_labels(y_eval, n) if y_eval is not None else None
         self.device_ = resolve_device(cfg.device)
         self.out_dir = None if out_dir is None else Path(out_dir)
+        self._files = RunFolder(self.out_dir)
         emit = on_epoch or (lambda record: None)
         fingerprint = data_fingerprint(x_np)
         x_raw = torch.as_tensor(x_np, device=self.device_)
@@ -325,13 +137,14 @@ class AEAlternation:
         for name in ("alternation.json", "encoder.pt", "deepdpm.pt", "labels.npy"):
             if not (out / name).is_file():
                 raise InputError(f"{out}: no {name}; not a finished AE alternation output")
-        meta = _json(meta_path)
+        meta = read_json(meta_path)
         if meta.get("format") != FORMAT:
             raise InputError(f"{meta_path}: not an AE alternation output (format)")
         alt = {**meta["config"], "device": device}
         self = cls(alt, meta["cluster_config"])
         self.device_ = resolve_device(device)
         self.out_dir = out
+        self._files = RunFolder(out)
         self.autoencoder_, self.scaler_, _ = load_ae_state(out / "encoder.pt", self.device_)
         self.model_ = DeepDPM.load(str(out / "deepdpm.pt"), device=device)
         self.labels_ = np.load(out / "labels.npy")
@@ -343,9 +156,6 @@ class AEAlternation:
         return self
 
     # ------------------------------------------------------------------ pretraining
-    def _path(self, *parts: str) -> Path | None:
-        return None if self.out_dir is None else self.out_dir.joinpath(*parts)
-
     def _new_ae(self, dim: int) -> AutoEncoder:
         """Fresh AE seeded from `seed` without touching the global RNG."""
         cfg = self.config
@@ -354,14 +164,10 @@ class AEAlternation:
             ae = AutoEncoder(dim, cfg.hidden_dims, cfg.latent_dim)
         return ae.to(self.device_)
 
-    def _pretrain_meta(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
-        keys = asdict(self.config)
-        return {"data": fingerprint, "settings": {k: keys[k] for k in PRETRAIN_KEYS}}
-
     def _pretrained(self, x_raw: Tensor, fingerprint: dict[str, Any],
                     emit: EpochCallback) -> tuple[AutoEncoder, InputScaler, bool]:
         """Load out_dir/ae_pretrained.pt when usable, else pretrain and save it."""
-        cfg, path = self.config, self._path("ae_pretrained.pt")
+        cfg, path = self.config, self._files.path("ae_pretrained.pt")
         if path is not None and path.is_file() and cfg.resume:
             ae, scaler, state = load_ae_state(path, self.device_)
             self._check_pretrained(path, ae, scaler, state, x_raw.shape[1], fingerprint)
@@ -376,7 +182,7 @@ class AEAlternation:
                                           "epoch": e, **rec}))
         self._pretrain_loss = log[-1]["recon_loss"]
         if path is not None:
-            save_torch(path, ae_state(ae, scaler, pretrain=self._pretrain_meta(fingerprint),
+            save_torch(path, ae_state(ae, scaler, pretrain=pretrain_manifest(cfg, fingerprint),
                                       recon_loss=self._pretrain_loss))
         return ae, scaler, False
 
@@ -399,59 +205,30 @@ class AEAlternation:
         self._pretrain_loss = float(state.get("recon_loss", float("nan")))
 
     # ------------------------------------------------------------------ resume
-    def _run_manifest(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
-        keys = asdict(self.config)
-        cluster = {k: v for k, v in self.cluster_params.items() if k not in CLUSTER_RUNTIME_KEYS}
-        return {"format": FORMAT, "data": fingerprint,
-                "settings": {k: keys[k] for k in PRETRAIN_KEYS + ALTERNATE_KEYS},
-                "cluster_config": cluster}
-
     def _resume_state(self, fingerprint: dict[str, Any], reused: bool,
                       ae: AutoEncoder) -> tuple[int, _Previous | None]:
-        """First alternation to run and the state it needs; loads finished ones' outputs.
-
-        Saved alternations are reused only when the pretrained AE was reused and the run
-        settings and data are unchanged; otherwise the alternations restart from 0.
-        """
-        self.history_: list[dict[str, Any]] = []
-        self._reusable_block: int | None = None
-        manifest = self._run_manifest(fingerprint)
-        path = self._path("alternation_run.json")
-        if path is None:
+        """First alternation to run and the state it needs; loads finished ones' outputs
+        (which ones a rerun may reuse: `RunFolder.reusable`)."""
+        cfg = self.config
+        done = self._files.reusable(run_manifest(cfg, self.cluster_params, fingerprint),
+                                    cfg.resume and reused, cfg.n_alternations)
+        self._reusable_block = done  # alternation whose saved encoder may be reused
+        self.history_: list[dict[str, Any]] = self._files.summaries(done or 0)
+        if not done:
             return 0, None
-        old = _json(path) if path.is_file() else None
-        save_json(path, manifest)
-        if not (self.config.resume and reused and old is not None):
-            return 0, None
-        if old != manifest:
-            changed = sorted(k for sec in ("settings", "cluster_config")
-                             for k in set(old.get(sec, {})) | set(manifest[sec])
-                             if old.get(sec, {}).get(k) != manifest[sec].get(k))
-            warnings.warn(f"{self.out_dir}: settings changed ({changed}); keeping the "
-                          "pretrained AE and restarting the alternations", stacklevel=3)
-            return 0, None
-        done = -1
-        while done + 1 < self.config.n_alternations and \
-                self._path(f"alt_{done + 1}", "summary.json").is_file():
-            done += 1
-        self._reusable_block = done + 1
-        if done < 0:
-            return 0, None
-        for t in range(done + 1):
-            self.history_.append(_json(self._path(f"alt_{t}", "summary.json")))
-        alt_dir = self._path(f"alt_{done}")
+        alt_dir = self._files.path(f"alt_{done - 1}")
         saved, _, _ = load_ae_state(alt_dir / "encoder.pt", self.device_)
         ae.load_state_dict(saved.state_dict())
         model = DeepDPM.load(str(alt_dir / "deepdpm.pt"), device=self.cluster_params["device"])
         labels = torch.as_tensor(np.load(alt_dir / "labels.npy"), device=self.device_)
-        return done + 1, _Previous(model, labels)
+        return done, _Previous(model, labels)
 
     # ------------------------------------------------------------------ one alternation
     def _alternation(self, t: int, ae: AutoEncoder, x: Tensor, y: np.ndarray | None,
                      prev: _Previous | None, emit: EpochCallback) -> _Previous:
         """AE block (t >= 1) then DeepDPM on the codes; saves alt_<t>/ and history."""
         cfg = self.config
-        alt_dir = self._path(f"alt_{t}")
+        alt_dir = self._files.path(f"alt_{t}")
         t0 = time.perf_counter()
         ae_log = self._ae_block(t, ae, x, prev, emit) if t > 0 else []
         ae_seconds = time.perf_counter() - t0
@@ -481,15 +258,10 @@ class AEAlternation:
             "ae_seconds": round(ae_seconds, 3),
             "cluster_seconds": round(time.perf_counter() - t1, 3),
         }
-        if alt_dir is not None:
-            save_npy(alt_dir / "labels.npy", labels)
-            model.save(str(alt_dir / "deepdpm.pt"))
-            if cfg.save_codes:
-                save_npy(alt_dir / "codes.npy", codes.cpu().numpy())
-            save_json(alt_dir / "summary.json", summary)  # last: marks t as done
+        self._files.save_alternation(t, labels, model,
+                                     codes.cpu().numpy() if cfg.save_codes else None, summary)
         self.history_.append(summary)
-        if self.out_dir is not None:
-            save_text(self.out_dir / "history.csv", _csv_text(self.history_))
+        self._files.save_history(self.history_)
         emit({**summary, "stage": "alternation"})
         return _Previous(model, torch.as_tensor(labels, device=self.device_))
 
@@ -505,7 +277,7 @@ class AEAlternation:
                   emit: EpochCallback) -> list[dict[str, float]]:
         """Train the AE towards the previous clustering, or reload it if already done."""
         cfg = self.config
-        enc_path = self._path(f"alt_{t}", "encoder.pt")
+        enc_path = self._files.path(f"alt_{t}", "encoder.pt")
         if t == self._reusable_block and enc_path is not None and enc_path.is_file():
             saved, _, state = load_ae_state(enc_path, self.device_)
             if state.get("after_alternation") == t - 1:
@@ -543,7 +315,7 @@ class AEAlternation:
         if self.out_dir is None:
             return
         out = self.out_dir
-        save_text(out / "history.csv", _csv_text(self.history_))
+        self._files.save_history(self.history_)
         save_torch(out / "encoder.pt", ae_state(self.autoencoder_, self.scaler_))
         last.model.save(str(out / "deepdpm.pt"))
         save_npy(out / "labels.npy", self.labels_)

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from clustering.config import AE_INPUT_TRANSFORMS
 from data.errors import InputError
 
 FORMAT = "deepdpm-ae-v1"
-INPUT_TRANSFORMS = ("none", "normalize", "scale", "standardize")
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -37,8 +37,8 @@ class InputScaler:
     """
 
     def __init__(self, kind: str = "scale"):
-        if kind not in INPUT_TRANSFORMS:
-            raise InputError(f"input_transform must be one of {INPUT_TRANSFORMS}, got {kind!r}")
+        if kind not in AE_INPUT_TRANSFORMS:
+            raise InputError(f"input_transform must be one of {AE_INPUT_TRANSFORMS}, got {kind!r}")
         self.kind = kind
         self.mean: Tensor | None = None
         self.scale: Tensor | None = None

@@ -1,5 +1,9 @@
 """Every DeepDPM hyper-parameter in one dataclass: the constructor's keywords, the YAML
-schema (`configs/clustering.yaml`) and the command line's `key=value` overrides.
+schema (`configs/clustering.yaml`) and the command line's `key=value` overrides. Beside
+it, the AE alternation's settings (`AlternationConfig`, YAML section `alternate`).
+
+Nothing here imports torch: reading and checking a config is instant, and a bad key fails
+before any model is built.
 
 Defaults differ from the authors' code where the spec (section 9) says it is wrong or slow;
 each such default is commented.
@@ -7,7 +11,13 @@ each such default is commented.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from data.errors import ConfigError
 
 
 @dataclass
@@ -83,3 +93,107 @@ class DeepDPMConfig:
 
 
 CONFIG_KEYS = tuple(f.name for f in fields(DeepDPMConfig))
+
+
+# ---------------------------------------------------------------------- AE alternation
+ASSIGNMENTS = ("hard", "soft")
+AE_INPUT_TRANSFORMS = ("none", "normalize", "scale", "standardize")
+
+
+@dataclass
+class AlternationConfig:
+    """Settings of the AE alternation stage (YAML section `alternate`)."""
+
+    enabled: bool = False  # the pipeline runs the stage only when true
+    # --- autoencoder
+    hidden_dims: list[int] = field(default_factory=lambda: [500, 500, 2000])
+    latent_dim: int = 10
+    input_transform: str = "scale"  # none | normalize | scale | standardize (AE input)
+    batch_size: int = 256  # authors: 128
+    pretrain_epochs: int = 50
+    pretrain_lr: float = 1e-3
+    # --- alternation
+    n_alternations: int = 3  # DeepDPM runs (authors' number_of_ae_alternations)
+    ae_epochs: int = 100  # AE epochs between two DeepDPM runs (authors' `epoch`)
+    lr: float = 2e-3  # Adam lr of the AE during alternations (authors' --lr)
+    weight_decay: float = 0.0  # authors 5e-4 with a batch-sum loss, ~4e-6 for our batch mean
+    lambda_: float = 0.005  # reconstruction weight (authors' --lambda_)
+    beta: float = 1.0  # pull-to-centre weight, applied as beta / 2 (authors' --beta)
+    assignment: str = "hard"  # hard: nearest fixed centre | soft: clustering-net posteriors
+    warm_start: bool = True  # DeepDPM t >= 1 starts from the previous labels' means and K
+    prior_sigma_scale_step: bool = True  # DeepDPM t >= 1 uses prior_sigma_scale / t
+    # DeepDPM settings for the codes over the `cluster` section (e.g. nu: 12 for 10-D codes)
+    cluster_overrides: dict[str, Any] = field(default_factory=dict)
+    # --- run
+    resume: bool = True  # continue from the state saved in out_dir
+    save_codes: bool = True  # keep alt_<t>/codes.npy
+    seed: int = 0
+    device: str | None = None  # None -> cuda if available
+
+
+ALTERNATION_KEYS = tuple(f.name for f in fields(AlternationConfig))
+
+
+def as_dict(cfg: Any, name: str) -> dict[str, Any]:
+    """Dataclass, mapping or omegaconf DictConfig -> plain dict."""
+    if cfg is None:
+        return {}
+    if hasattr(cfg, "__dataclass_fields__"):
+        return asdict(cfg)
+    if isinstance(cfg, DictConfig):
+        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise ConfigError(f"{name} must be a dataclass or a mapping, got {type(cfg).__name__}")
+
+
+def make_alternation_config(cfg: Any = None) -> AlternationConfig:
+    """AlternationConfig from a dataclass/mapping; unknown keys -> ConfigError."""
+    values = as_dict(cfg, "alternation config")
+    unknown = sorted(set(values) - set(ALTERNATION_KEYS))
+    if unknown:
+        raise ConfigError(f"alternate: unknown key(s) {unknown}; valid keys: "
+                          f"{', '.join(ALTERNATION_KEYS)}")
+    out = AlternationConfig(**values)
+    out.hidden_dims = [int(h) for h in out.hidden_dims]
+    out.cluster_overrides = as_dict(out.cluster_overrides, "alternate.cluster_overrides")
+    validate_alternation_config(out)
+    return out
+
+
+def validate_alternation_config(cfg: AlternationConfig) -> None:
+    """Data-independent checks, each failing with one line naming the key."""
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"alternate.{msg}")
+
+    need(all(h >= 1 for h in cfg.hidden_dims),
+         f"hidden_dims must all be >= 1, got {cfg.hidden_dims}")
+    need(cfg.latent_dim >= 1, f"latent_dim must be >= 1, got {cfg.latent_dim}")
+    need(cfg.input_transform in AE_INPUT_TRANSFORMS,
+         f"input_transform must be one of {AE_INPUT_TRANSFORMS}, got {cfg.input_transform!r}")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    need(cfg.pretrain_epochs >= 1, f"pretrain_epochs must be >= 1, got {cfg.pretrain_epochs}")
+    need(cfg.ae_epochs >= 1, f"ae_epochs must be >= 1, got {cfg.ae_epochs}")
+    need(cfg.n_alternations >= 1, f"n_alternations must be >= 1, got {cfg.n_alternations}")
+    need(cfg.pretrain_lr > 0, f"pretrain_lr must be > 0, got {cfg.pretrain_lr}")
+    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    need(cfg.lambda_ >= 0, f"lambda_ must be >= 0, got {cfg.lambda_}")
+    need(cfg.beta >= 0, f"beta must be >= 0, got {cfg.beta}")
+    need(cfg.lambda_ + cfg.beta > 0, "lambda_ and beta are both 0: the AE would not train")
+    need(cfg.assignment in ASSIGNMENTS,
+         f"assignment must be one of {ASSIGNMENTS}, got {cfg.assignment!r}")
+
+
+def make_cluster_params(cfg: Any = None) -> dict[str, Any]:
+    """DeepDPM keyword arguments; unknown keys -> ConfigError."""
+    values = as_dict(cfg, "clustering config")
+    valid = {f.name for f in fields(DeepDPMConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"clustering (cluster section or alternate.cluster_overrides): "
+                          f"unknown key(s) {unknown}; valid keys: "
+                          f"{', '.join(sorted(valid))}")
+    return asdict(DeepDPMConfig(**values))

@@ -24,9 +24,8 @@ from data.images import (
     scan_image_folder,
     scan_imagenet,
 )
+from data.source_names import SOURCES, SPLITS
 
-SOURCES = ("mnist", "imagefolder", "imagenet")
-SPLITS = ("train", "val")
 DEFAULT_SUBSET = Path(__file__).resolve().parent / "imagenet_50.txt"
 MNIST_SIZE = 28
 FILE_IMAGE_SIZE = 224

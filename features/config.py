@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from data.errors import ConfigError
+from data.source_names import SOURCES, SPLITS
 
 BACKBONES = ("resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "adamw")
@@ -117,8 +118,6 @@ def _positive(name: str, value: Any) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse values the code cannot honour, naming the key."""
-    from data.sources import SOURCES, SPLITS
-
     _choice("data.source", cfg.data.source, SOURCES)
     _choice("data.split", cfg.data.split, SPLITS)
     _choice("model.backbone", cfg.model.backbone, BACKBONES)

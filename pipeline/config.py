@@ -14,8 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clustering.alternation import AlternationConfig
-from clustering.config import DeepDPMConfig
+from clustering.config import AlternationConfig, DeepDPMConfig
 from data.config import load_config
 from data.errors import ConfigError, DataNotFoundError
 from features.config import FeaturesConfig

@@ -13,23 +13,12 @@ import torch
 
 import clustering.alternation as alternation_mod
 from clustering import DeepDPM
-from clustering.alternation import (
-    AEAlternation,
-    AlternationConfig,
-    cluster_means,
-    hard_pull,
-    make_alternation_config,
-)
+from clustering.alternation import AEAlternation
 from clustering.autoencoder import AutoEncoder, InputScaler
-from clustering.config import DeepDPMConfig
+from clustering.config import AlternationConfig, DeepDPMConfig, make_alternation_config
+from clustering.pull import cluster_means, hard_pull
 from data.errors import ConfigError, InputError
-
-# DeepDPM with its schedule scaled down to 40 epochs.
-CLUSTER = {"init_k": 2, "max_epochs": 40, "batch_size": 256, "seed": 0, "start_m_step": 3,
-           "start_subclustering": 6, "start_split_merge": 10, "split_merge_every": 4,
-           "stop_split_merge_before_end": 8}
-SMALL_AE = {"hidden_dims": [32, 32], "latent_dim": 3, "pretrain_epochs": 20, "ae_epochs": 8,
-            "batch_size": 128, "lambda_": 1.0, "beta": 1.0, "n_alternations": 2}
+from data.synthetic import SHORT_CLUSTER, SMALL_AE, entangled
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,25 +28,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def entangled(n: int = 900, k: int = 5, low: int = 3, high: int = 30, seed: int = 0,
-              spread: float = 3.0, gain: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """A Gaussian mixture in `low` dims pushed through a fixed random tanh MLP into `high` dims.
-
-    `gain` sets how far into tanh's curved range the clusters land: 2 bends them enough that
-    full-covariance Gaussians in 30-D fit them poorly, but not so far that tanh's saturation
-    merges clusters (an AE can then undo the map).
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(k, low)) * spread
-    y = rng.integers(0, k, n)
-    z = centres[y] + rng.normal(size=(n, low))
-    w1 = rng.normal(size=(low, 64)) / np.sqrt(low) * gain / spread
-    w2 = rng.normal(size=(64, high)) / 8
-    x = np.tanh(z @ w1) @ w2
-    x += 0.05 * x.std() * rng.normal(size=x.shape)
-    return x.astype(np.float32), y
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +79,9 @@ def test_ae_weights_round_trip_for_every_input_transform(kind, tmp_path):
 # ---------------------------------------------------------------------- quality
 def test_alternation_beats_deepdpm_on_the_raw_input(data, tmp_path):
     x, y = data
-    raw = DeepDPM(**CLUSTER).fit(x, y)
+    raw = DeepDPM(**SHORT_CLUSTER).fit(x, y)
     alt = AEAlternation({**SMALL_AE, "pretrain_epochs": 60, "ae_epochs": 20,
-                         "n_alternations": 3}, CLUSTER).fit(x, y, out_dir=tmp_path)
+                         "n_alternations": 3}, SHORT_CLUSTER).fit(x, y, out_dir=tmp_path)
     assert alt.metrics_["nmi"] >= raw.metrics_["nmi"], (alt.history_, raw.metrics_)
     assert len(alt.history_) == 3
 
@@ -120,7 +90,7 @@ def test_pull_term_tightens_clusters_in_code_space(data, tmp_path):
     """After the AE block the previous clusters are more compact relative to the spread."""
     x, y = data
     records: list[dict] = []
-    alt = AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path, on_epoch=records.append)
+    alt = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path, on_epoch=records.append)
 
     def within_ratio(codes: np.ndarray, labels: np.ndarray) -> float:
         c = torch.as_tensor(codes)
@@ -140,8 +110,8 @@ def test_pull_term_tightens_clusters_in_code_space(data, tmp_path):
 
 def test_soft_assignment_runs_and_differs_from_hard(data, tmp_path):
     x, _ = data
-    hard = AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path / "hard")
-    soft = AEAlternation({**SMALL_AE, "assignment": "soft"}, CLUSTER).fit(
+    hard = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path / "hard")
+    soft = AEAlternation({**SMALL_AE, "assignment": "soft"}, SHORT_CLUSTER).fit(
         x, out_dir=tmp_path / "soft")
     # identical pretraining and first clustering; the AE blocks differ
     np.testing.assert_array_equal(np.load(tmp_path / "hard" / "alt_0" / "codes.npy"),
@@ -152,13 +122,13 @@ def test_soft_assignment_runs_and_differs_from_hard(data, tmp_path):
 
 def test_warm_start_carries_k_and_cold_start_uses_init_k(data, tmp_path):
     x, _ = data
-    warm = AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path / "warm")
+    warm = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path / "warm")
     assert warm.history_[1]["init_k"] == warm.history_[0]["k_used"]
     scale = DeepDPMConfig().prior_sigma_scale
     assert warm.history_[1]["prior_sigma_scale"] == pytest.approx(scale)  # scale / 1
     cold = AEAlternation({**SMALL_AE, "warm_start": False, "n_alternations": 3,
-                          "prior_sigma_scale_step": True}, CLUSTER).fit(x)
-    assert [h["init_k"] for h in cold.history_] == [CLUSTER["init_k"]] * 3
+                          "prior_sigma_scale_step": True}, SHORT_CLUSTER).fit(x)
+    assert [h["init_k"] for h in cold.history_] == [SHORT_CLUSTER["init_k"]] * 3
     assert cold.history_[2]["prior_sigma_scale"] == pytest.approx(scale / 2)
 
 
@@ -186,7 +156,7 @@ def test_resume_after_interrupted_clustering_skips_pretraining_and_ae_block(data
     with pytest.MonkeyPatch.context() as mp:  # second DeepDPM run (alternation 1) crashes
         _fail_on_call(mp, alternation_mod.DeepDPM, "fit", call=2)
         with pytest.raises(Interrupted):
-            AEAlternation(SMALL_AE, CLUSTER).fit(x, y, out_dir=tmp_path)
+            AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, y, out_dir=tmp_path)
     assert (tmp_path / "alt_0" / "summary.json").is_file()
     assert (tmp_path / "alt_1" / "encoder.pt").is_file()
     assert not (tmp_path / "alt_1" / "summary.json").exists()
@@ -194,7 +164,7 @@ def test_resume_after_interrupted_clustering_skips_pretraining_and_ae_block(data
     alt0 = (tmp_path / "alt_0" / "deepdpm.pt").stat().st_mtime_ns
 
     records: list[dict] = []
-    resumed = AEAlternation(SMALL_AE, CLUSTER).fit(x, y, out_dir=tmp_path,
+    resumed = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, y, out_dir=tmp_path,
                                                    on_epoch=records.append)
     stages = {(r["stage"], r["alternation"]) for r in records}
     assert stages == {("cluster", 1), ("alternation", 1)}  # no pretrain, no AE block, no alt 0
@@ -202,7 +172,7 @@ def test_resume_after_interrupted_clustering_skips_pretraining_and_ae_block(data
     assert (tmp_path / "alt_0" / "deepdpm.pt").stat().st_mtime_ns == alt0
     assert [h["alternation"] for h in resumed.history_] == [0, 1]
 
-    fresh = AEAlternation(SMALL_AE, CLUSTER).fit(x, y, out_dir=tmp_path / "fresh")
+    fresh = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, y, out_dir=tmp_path / "fresh")
     np.testing.assert_array_equal(resumed.labels_, fresh.labels_)
     np.testing.assert_allclose(resumed.codes_, fresh.codes_, rtol=0, atol=1e-5)
 
@@ -212,10 +182,10 @@ def test_resume_after_interrupted_ae_block_continues_from_alternation_1(data, tm
     with pytest.MonkeyPatch.context() as mp:  # call 1 = pretraining, call 2 = AE block 1
         _fail_on_call(mp, alternation_mod, "train_autoencoder", call=2)
         with pytest.raises(Interrupted):
-            AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path)
+            AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path)
     assert not (tmp_path / "alt_1").exists()
     records: list[dict] = []
-    AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path, on_epoch=records.append)
+    AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path, on_epoch=records.append)
     assert {r["stage"] for r in records} == {"ae", "cluster", "alternation"}
     assert {r["alternation"] for r in records} == {1}
     rows = (tmp_path / "history.csv").read_text().splitlines()
@@ -224,41 +194,42 @@ def test_resume_after_interrupted_ae_block_continues_from_alternation_1(data, tm
 
 def test_finished_run_is_not_recomputed_and_more_alternations_extend_it(data, tmp_path):
     x, _ = data
-    first = AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path)
+    first = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path)
     records: list[dict] = []
-    again = AEAlternation(SMALL_AE, CLUSTER).fit(x, out_dir=tmp_path, on_epoch=records.append)
+    again = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, out_dir=tmp_path, on_epoch=records.append)
     assert records == []
     np.testing.assert_array_equal(first.labels_, again.labels_)
     more: list[dict] = []
-    AEAlternation({**SMALL_AE, "n_alternations": 3}, CLUSTER).fit(x, out_dir=tmp_path,
+    AEAlternation({**SMALL_AE, "n_alternations": 3}, SHORT_CLUSTER).fit(x, out_dir=tmp_path,
                                                                   on_epoch=more.append)
     assert {r["alternation"] for r in more} == {2}
 
 
 def test_changed_settings_keep_pretraining_but_restart_alternations(data, tmp_path):
     x, _ = data
-    AEAlternation({**SMALL_AE, "n_alternations": 1}, CLUSTER).fit(x, out_dir=tmp_path)
+    AEAlternation({**SMALL_AE, "n_alternations": 1}, SHORT_CLUSTER).fit(x, out_dir=tmp_path)
     records: list[dict] = []
     with pytest.warns(UserWarning, match="settings changed"):
-        AEAlternation({**SMALL_AE, "n_alternations": 1}, {**CLUSTER, "alpha": 5.0}).fit(
+        AEAlternation({**SMALL_AE, "n_alternations": 1}, {**SHORT_CLUSTER, "alpha": 5.0}).fit(
             x, out_dir=tmp_path, on_epoch=records.append)
     assert {r["stage"] for r in records} == {"cluster", "alternation"}  # no pretraining
 
 
 def test_pretrained_weights_of_another_architecture_are_refused(data, tmp_path):
     x, _ = data
-    AEAlternation({**SMALL_AE, "n_alternations": 1}, CLUSTER).fit(x, out_dir=tmp_path)
+    AEAlternation({**SMALL_AE, "n_alternations": 1}, SHORT_CLUSTER).fit(x, out_dir=tmp_path)
     with pytest.raises(ConfigError, match="ae_pretrained.pt was trained with other settings"):
-        AEAlternation({**SMALL_AE, "latent_dim": 4}, CLUSTER).fit(x, out_dir=tmp_path)
+        AEAlternation({**SMALL_AE, "latent_dim": 4}, SHORT_CLUSTER).fit(x, out_dir=tmp_path)
     with pytest.raises(InputError, match="pretrained on other data"):
-        AEAlternation(SMALL_AE, CLUSTER).fit(x[:-1], out_dir=tmp_path)
+        AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x[:-1], out_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------- persistence
 def test_save_load_predict_round_trip(data, tmp_path):
     x, y = data
     records: list[dict] = []
-    alt = AEAlternation(SMALL_AE, CLUSTER).fit(x, y, out_dir=tmp_path, on_epoch=records.append)
+    alt = AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, y, out_dir=tmp_path,
+                                                     on_epoch=records.append)
     for name in ("encoder.pt", "deepdpm.pt", "labels.npy", "codes.npy", "history.csv",
                  "alternation.json", "alt_0/labels.npy", "alt_1/deepdpm.pt"):
         assert (tmp_path / name).is_file(), name
@@ -266,7 +237,7 @@ def test_save_load_predict_round_trip(data, tmp_path):
     cluster_recs = [r for r in records if r["stage"] == "cluster"]
     for a in (0, 1):  # every epoch of each alternation's clustering (converged: fewer)
         epochs = [r["epoch"] for r in cluster_recs if r["alternation"] == a]
-        assert epochs == list(range(len(epochs))) and len(epochs) <= CLUSTER["max_epochs"]
+        assert epochs == list(range(len(epochs))) and len(epochs) <= SHORT_CLUSTER["max_epochs"]
     assert "k" in cluster_recs[0]
     summaries = [r for r in records if r["stage"] == "alternation"]
     assert [s["alternation"] for s in summaries] == [0, 1] and "nmi" in summaries[0]
@@ -286,7 +257,7 @@ def test_save_load_predict_round_trip(data, tmp_path):
 
 def test_fit_without_out_dir_keeps_everything_in_memory(data):
     x, _ = data
-    alt = AEAlternation({**SMALL_AE, "n_alternations": 1}, CLUSTER).fit(x)
+    alt = AEAlternation({**SMALL_AE, "n_alternations": 1}, SHORT_CLUSTER).fit(x)
     assert alt.codes_.shape == (len(x), SMALL_AE["latent_dim"])
     np.testing.assert_array_equal(alt.predict(x), alt.labels_)
 
@@ -313,7 +284,7 @@ def test_load_of_an_unfinished_dir_fails_clearly(tmp_path):
 ])
 def test_bad_settings_fail_with_one_line(override, match):
     with pytest.raises(ConfigError, match=match) as info:
-        AEAlternation({**SMALL_AE, **override}, CLUSTER)
+        AEAlternation({**SMALL_AE, **override}, SHORT_CLUSTER)
     assert "\n" not in str(info.value)
 
 
@@ -322,15 +293,15 @@ def test_bad_cluster_settings_and_bad_data_fail_clearly(data):
     with pytest.raises(ConfigError, match="unknown key"):
         AEAlternation(SMALL_AE, {"init_kk": 3})
     with pytest.raises(ConfigError, match=r"latent_dim \(30\) must be smaller than the input"):
-        AEAlternation({**SMALL_AE, "latent_dim": 30}, CLUSTER).fit(x)
+        AEAlternation({**SMALL_AE, "latent_dim": 30}, SHORT_CLUSTER).fit(x)
     bad = x.copy()
     bad[5, 2] = np.nan
     with pytest.raises(InputError, match="NaN"):
-        AEAlternation(SMALL_AE, CLUSTER).fit(bad)
+        AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(bad)
     with pytest.raises(InputError, match="labels have"):
-        AEAlternation(SMALL_AE, CLUSTER).fit(x, np.zeros(3))
+        AEAlternation(SMALL_AE, SHORT_CLUSTER).fit(x, np.zeros(3))
     with pytest.raises(InputError, match="not fitted"):
-        AEAlternation(SMALL_AE, CLUSTER).predict(x)
+        AEAlternation(SMALL_AE, SHORT_CLUSTER).predict(x)
 
 
 def test_config_accepts_dataclasses_and_omegaconf():

@@ -314,6 +314,33 @@ def test_cli_subprocess_exit_code(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: ") and "'clustr'" in proc.stderr
 
 
+def test_reading_every_config_does_not_load_torch() -> None:
+    """A config (every experiment file, the alternation section, the clustering defaults)
+    is read and checked without importing torch or any model code."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.config import load_pipeline_config, section\n"
+        "from clustering.config import make_alternation_config\n"
+        "from features.config import load_features_config\n"
+        "names = []\n"
+        "for f in sorted(Path('configs').glob('*.yaml')):\n"
+        "    if f.name.startswith('features_'):\n"
+        "        load_features_config([str(f)], [])\n"
+        "    elif f.name not in ('base.yaml', 'clustering.yaml'):\n"
+        "        cfg = load_pipeline_config(f)\n"
+        "        make_alternation_config(section(cfg, 'alternate'))\n"
+        "    names.append(f.name)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               ('torch', 'lightly', 'torchvision', 'faiss', 'sklearn'))\n"
+        "print(len(names), heavy[:5])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, heavy = proc.stdout.split(" ", 1)
+    assert int(count) >= 4 and heavy.strip() == "[]"
+
+
 def test_wandb_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert resolve_mode(None) == "offline"
