@@ -1,4 +1,5 @@
-"""Fully connected autoencoder for the AE alternation (spec section 5), plus its pretraining.
+"""Fully connected autoencoder for the AE alternation (clustering/alternation.py), plus its
+pretraining.
 
 Layout (a cleaner variant of the authors' DCN-derived AE, see docs/alternation.md):
   encoder: in -> [Linear -> ReLU] per hidden width -> Linear -> latent (linear code)
@@ -117,8 +118,8 @@ class TrainSettings:
     lr: float
     batch_size: int
     weight_decay: float = 0.0
-    recon_weight: float = 1.0  # lambda of the spec
-    pull_weight: float = 0.0  # beta / 2 of the spec (0 = reconstruction only)
+    recon_weight: float = 1.0  # lambda_ of the alternation loss
+    pull_weight: float = 0.0  # its beta / 2 (0 = reconstruction only)
 
 
 def train_autoencoder(ae: AutoEncoder, x: Tensor, settings: TrainSettings,

@@ -5,8 +5,8 @@ it, the AE alternation's settings (`AlternationConfig`, YAML section `alternate`
 Nothing here imports torch: reading and checking a config is instant, and a bad key fails
 before any model is built.
 
-Defaults differ from the authors' code where the spec (section 9) says it is wrong or slow;
-each such default is commented.
+Defaults differ from the authors' code where theirs is wrong or slow (README, "Fixed
+defects of the reference code"); each such default is commented.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Image transforms: two augmented views for training, one deterministic view for embedding.
 
 The views are lightly's MoCo v2 views. For handwriting, the `augment` config can put a
-random stroke-width change, shear and shift in front of them. Pen width varies most between
-two drawings of the same digit; making it a nuisance the encoder must ignore doubled the
-k-means NMI of the MNIST features (docs/features.md). A mild bilinear shear and shift
-(10 degrees, 5 %) on top helped again; stronger ones (15 degrees, 10 %) hurt.
+random stroke-width change, shear and shift in front of them: pen width and slant vary most
+between two drawings of the same digit, so the encoder is taught to ignore them (what each
+did to the MNIST features: docs/features.md, "Measured").
 """
 
 from __future__ import annotations
