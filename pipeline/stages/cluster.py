@@ -24,9 +24,6 @@ def run(ctx: StageContext, out: Path | None) -> StageResult:
         return StageResult(outputs=[])
     log = ctx.tracker.stage_log("cluster", out)
     model = DeepDPM(**plain(ctx.cfg, "cluster")).fit(x, y, on_epoch=log)
-    if not log.rows:  # max_epochs=0 or a fit that reports no epochs: keep the CSV
-        for record in getattr(model, "history_", []):
-            log.log(record)
     save_npy(out / "labels.npy", model.labels_)
     model.save(str(out / "model.pt"))
     metrics = {"k": int(model.n_clusters_), "n": len(model.labels_), "dim": int(x.shape[1]),

@@ -8,7 +8,6 @@ are then ignored (and not hashed). Otherwise MoCo trains into `moco/` (resuming 
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -91,13 +90,8 @@ def _train_and_embed(ctx: StageContext, out: Path) -> StageResult:
             print(f"[features] MoCo epoch {record.get('epoch')}/{fcfg.train.epochs}: "
                   f"loss {record.get('loss', float('nan')):.4f}", flush=True)
 
-    kwargs: dict[str, Any] = {}
-    if "on_epoch" in inspect.signature(train_moco).parameters:
-        kwargs["on_epoch"] = on_epoch
-    ckpt = Path(train_moco(fcfg, out / "moco", progress=progress, **kwargs))
+    ckpt = Path(train_moco(fcfg, out / "moco", progress=progress, on_epoch=on_epoch))
     embed_dir = Path(embed_dataset(ckpt, fcfg, out / "embed"))
-    if embed_dir.is_file():  # an implementation that returns the embeddings file
-        embed_dir = embed_dir.parent
     artifacts: dict[str, Any] = {
         "embeddings": str((embed_dir / "embeddings.npy").relative_to(out)),
         "checkpoint": str(ckpt.relative_to(out)),
