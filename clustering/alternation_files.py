@@ -15,9 +15,7 @@ settings and data are those of `alternation_run.json`; otherwise it restarts fro
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import warnings
 from dataclasses import asdict
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clustering.config import AlternationConfig
-from data.files import save_json, save_npy, save_text
+from data.files import save_csv, save_json, save_npy
 
 if TYPE_CHECKING:
     from clustering.model import DeepDPM
@@ -49,18 +47,6 @@ def data_fingerprint(x: np.ndarray) -> dict[str, Any]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
-
-
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    """CSV with the union of keys, first-seen order."""
-    cols: list[str] = []
-    for row in rows:
-        cols.extend(k for k in row if k not in cols)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def pretrain_manifest(cfg: AlternationConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
@@ -136,4 +122,4 @@ class RunFolder:
 
     def save_history(self, history: list[dict[str, Any]]) -> None:
         if self.root is not None:
-            save_text(self.root / "history.csv", csv_text(history))
+            save_csv(self.root / "history.csv", history)

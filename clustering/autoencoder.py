@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from clustering.config import AE_INPUT_TRANSFORMS
 from data.errors import InputError
+from data.files import load_torch_dict
 
 FORMAT = "deepdpm-ae-v1"
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -178,12 +179,8 @@ def ae_state(ae: AutoEncoder, scaler: InputScaler, **extra: Any) -> dict[str, An
 def load_ae_state(path: Any, device: torch.device) -> tuple[AutoEncoder, InputScaler,
                                                              dict[str, Any]]:
     """Rebuild (AE, scaler, raw state) from a file written with `ae_state`."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not an autoencoder weights file "
-                         f"({exc.__class__.__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    state = load_torch_dict(path, "autoencoder weights")
+    if state.get("format") != FORMAT:
         raise InputError(f"{path}: not an autoencoder weights file (format != {FORMAT})")
     ae = AutoEncoder(state["in_dim"], state["hidden"], state["latent_dim"]).to(device)
     ae.load_state_dict(state["state_dict"])

@@ -58,6 +58,7 @@ from clustering.transform import InputTransform, moments
 from clustering.validation import MIN_POINTS, check_array, check_config, check_labels
 from data.devices import resolve_device
 from data.errors import InputError
+from data.files import load_torch_dict
 
 EpochCallback = Callable[[dict[str, Any]], None]
 FORMAT = "deepdpm-v3"  # v2: components grouped into clusters by mode; v3: unit change
@@ -715,13 +716,8 @@ class DeepDPM:
         from pathlib import Path
 
         p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: no such model file")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(f"{p}: not a DeepDPM model file ({exc.__class__.__name__})") from exc
-        if not isinstance(state, dict) or not str(state.get("format")).startswith("deepdpm-v"):
+        state = load_torch_dict(p, "DeepDPM model")
+        if not str(state.get("format")).startswith("deepdpm-v"):
             raise InputError(f"{p}: not a DeepDPM model file")
         if state["format"] != FORMAT:
             raise InputError(f"{p}: saved by another version of DeepDPM (format "

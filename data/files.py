@@ -35,6 +35,26 @@ def _check_readable(path: Path) -> None:
         raise InputError(f"{path}: file is not readable")
 
 
+def load_torch_dict(path: str | os.PathLike, what: str, device: Any = "cpu",
+                    hint: str = "") -> dict[str, Any]:
+    """The dict a torch file of ours holds (model, autoencoder, checkpoint): read with
+    `weights_only` (tensors and plain values: no code is unpickled), one-line errors that
+    name the file and what it should be (`hint` says how to make one). Format and key
+    checks are the caller's: each file kind has its own."""
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no such file; expected a {what} file{hint}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # not torch's format, truncated, or holds code
+        raise InputError(f"{path}: not a {what} file ({exc.__class__.__name__}){hint}") from exc
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a {what} file (holds a {type(state).__name__}){hint}")
+    return state
+
+
 def _load_pt(path: Path, allow_pickle: bool) -> Any:
     import pickle
 
@@ -203,16 +223,21 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
-def save_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
-    """Write a list of flat dicts as CSV atomically (columns = union of keys, in order)."""
+def save_csv(path: str | os.PathLike, rows: list[dict[str, Any]],
+             columns: list[str] | None = None) -> Path:
+    """Write a list of flat dicts as CSV atomically: the one CSV writer of the project.
+
+    Columns: `columns`, else the union of the rows' keys in first-seen order; values that
+    are not scalars (lists, arrays) are left out; Unix line ends."""
     import csv
     import io
 
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: v for k, v in row.items() if np.isscalar(v) or v is None})

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from data.errors import DataNotFoundError, InputError
+from data.errors import InputError
+from data.files import load_torch_dict
 from data.sources import default_image_size
 from features.config import as_config
 from features.models import MoCoEncoder, build_encoder
@@ -17,16 +18,9 @@ REQUIRED_KEYS = ("model", "config", "epoch")
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict written by `train_moco` (tensors only: no unpickling of code)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataNotFoundError(f"checkpoint {path}: no such file (train first: "
-                                "python -m features train ...)")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise InputError(f"checkpoint {path}: cannot be read ({exc.__class__.__name__}); "
-                         "is it a file written by `python -m features train`?") from exc
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+    state = load_torch_dict(path, "MoCo checkpoint", device,
+                            hint=" (write one with: python -m features train ...)")
+    if any(k not in state for k in REQUIRED_KEYS):
         raise InputError(f"checkpoint {path}: not a MoCo checkpoint (needs keys "
                          f"{', '.join(REQUIRED_KEYS)})")
     return state

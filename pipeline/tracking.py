@@ -13,7 +13,6 @@ as `history.csv` in its folder, rewritten atomically after every epoch.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from data.errors import ConfigError
-from data.files import save_text
+from data.files import save_csv
 
 MODES = ("offline", "online", "disabled")
 
@@ -97,16 +96,8 @@ class StageLog:
         for key in row:
             if key not in self.columns:
                 self.columns.append(key)
-        self._write_csv()
+        save_csv(self.csv_path, self.rows, self.columns)
         self.tracker.log_epoch(self.stage, len(self.rows), row, sizes)
-
-    def _write_csv(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        save_text(self.csv_path, buf.getvalue())
-
 
 class Tracker:
     """Lazily started W&B run (nothing is created when every stage is skipped)."""

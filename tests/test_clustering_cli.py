@@ -80,7 +80,7 @@ def test_cli_bad_inputs_give_one_line_and_status_2(embeddings, capsys):
     (tmp / "text.npy").write_text("not an array")
     _fails(["fit", str(tmp / "text.npy"), "--out", out], capsys, "cannot be read")
     _fails(["predict", str(tmp / "nomodel.pt"), str(tmp / "x.npy"), "--out", out], capsys,
-           "no such model file")
+           "no such file; expected a DeepDPM model file")
     assert not (tmp / "o").exists()  # nothing half-written
 
 
