@@ -18,7 +18,6 @@ resumes: clustering/alternation_files.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,7 @@ from clustering.validation import check_array, check_labels
 from data.devices import resolve_device
 from data.errors import ConfigError, InputError
 from data.files import save_json, save_npy, save_torch
-
-EpochCallback = Callable[[dict[str, Any]], None]
+from data.records import EpochCallback, EpochRecord
 
 
 @dataclass
@@ -178,8 +176,7 @@ class AEAlternation:
         settings = TrainSettings(cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size)
         log = train_autoencoder(
             ae, scaler(x_raw), settings, gen,
-            on_epoch=lambda e, rec: emit({"stage": "pretrain", "alternation": -1,
-                                          "epoch": e, **rec}))
+            on_epoch=lambda rec: emit({"stage": "pretrain", "alternation": -1, **rec}))
         self._pretrain_loss = log[-1]["recon_loss"]
         if path is not None:
             save_torch(path, ae_state(ae, scaler, pretrain=pretrain_manifest(cfg, fingerprint),
@@ -240,14 +237,14 @@ class AEAlternation:
         if t > 0 and cfg.warm_start and prev is not None:
             init_means = cluster_means(codes, prev.labels).cpu().numpy()
 
-        def cluster_epoch(record: dict[str, Any]) -> None:
+        def cluster_epoch(record: EpochRecord) -> None:
             emit({**record, "stage": "cluster", "alternation": t})
 
         t1 = time.perf_counter()
         model = DeepDPM(**params).fit(codes.cpu().numpy(), y, init_means=init_means,
                                       on_epoch=cluster_epoch)
         labels = np.asarray(model.labels_, dtype=np.int64)
-        summary = {
+        summary: EpochRecord = {
             "alternation": t, "k": int(model.n_clusters_), "k_used": int(len(np.unique(labels))),
             "init_k": int(params["init_k"] if init_means is None else len(init_means)),
             "prior_sigma_scale": float(params["prior_sigma_scale"]),
@@ -298,7 +295,7 @@ class AEAlternation:
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * t)
         log = train_autoencoder(
             ae, x, settings, gen, extra_loss=pull,
-            on_epoch=lambda e, rec: emit({"stage": "ae", "alternation": t, "epoch": e, **rec}))
+            on_epoch=lambda rec: emit({"stage": "ae", "alternation": t, **rec}))
         if enc_path is not None:
             save_torch(enc_path, ae_state(ae, self.scaler_, after_alternation=t - 1, log=log))
         return log

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from clustering.config import AE_INPUT_TRANSFORMS
 from data.errors import InputError
 from data.files import load_torch_dict
+from data.records import EpochCallback
 
 FORMAT = "deepdpm-ae-v1"
-EpochHook = Callable[[int, dict[str, float]], None]
 
 
 class InputScaler:
@@ -126,12 +126,13 @@ class TrainSettings:
 def train_autoencoder(ae: AutoEncoder, x: Tensor, settings: TrainSettings,
                       generator: torch.Generator,
                       extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
-                      on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
+                      on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
     """Adam on recon_weight * reconstruction + pull_weight * extra_loss(z, batch_index).
 
     `x` is the scaled input already on the AE's device; `extra_loss` receives the codes
     of the batch and the row indices so that per-point targets can be gathered without
-    a Python loop. Returns one dict of mean (unweighted) losses per epoch.
+    a Python loop. Returns one dict of mean (unweighted) losses per epoch; `on_epoch` gets
+    the same with the epoch's index.
     """
     opt = torch.optim.Adam(ae.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     n = x.shape[0]
@@ -156,7 +157,7 @@ def train_autoencoder(ae: AutoEncoder, x: Tensor, settings: TrainSettings,
         rec = {"recon_loss": float(sums[0] / n), "pull_loss": float(sums[1] / n)}
         log.append(rec)
         if on_epoch is not None:
-            on_epoch(epoch, rec)
+            on_epoch({"epoch": epoch, **rec})
     ae.eval()
     return log
 

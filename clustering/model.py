@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -59,8 +58,8 @@ from clustering.validation import MIN_POINTS, check_array, check_config, check_l
 from data.devices import resolve_device
 from data.errors import InputError
 from data.files import load_torch_dict
+from data.records import EpochCallback, EpochRecord
 
-EpochCallback = Callable[[dict[str, Any]], None]
 FORMAT = "deepdpm-v3"  # v2: components grouped into clusters by mode; v3: unit change
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
 
@@ -166,7 +165,7 @@ class DeepDPM:
             self._set_data_generator(0)
             self.prior_ = self._build_prior(x)
             self._init_params(x, init_means)
-            self.history_: list[dict[str, Any]] = []
+            self.history_: list[EpochRecord] = []
             start = 0
         y_codes = None if y is None else np.unique(y, return_inverse=True)[1]
 
@@ -213,7 +212,7 @@ class DeepDPM:
         self.n_iter_ = len(self.history_)
         self.converged_ = self._end_epoch < cfg.max_epochs
 
-    def _check_convergence(self, record: dict[str, Any], n: int) -> None:
+    def _check_convergence(self, record: EpochRecord, n: int) -> None:
         """After a split/merge step: converged when `n_moves_no_change` steps in a row changed
         nothing and the log joint per point moved less than `tol` across them; the run then
         ends after the `stop_split_merge_before_end` refinement epochs (no moves)."""
@@ -346,7 +345,7 @@ class DeepDPM:
             self._init_subclusters(x, labels, torch.ones(k, dtype=torch.bool, device=x.device))
 
     # ------------------------------------------------------------------ one epoch
-    def _run_epoch(self, x: Tensor, epoch: int) -> dict[str, Any]:
+    def _run_epoch(self, x: Tensor, epoch: int) -> EpochRecord:
         cfg = self.config
         n = x.shape[0]
         # 1. E-step targets from the parameters frozen at the end of the previous epoch,
@@ -396,7 +395,7 @@ class DeepDPM:
         soft = self._world.stats(soft)
         steps = n_batches * self._world.size
         losses = self._world.sum(torch.stack([loss_sum, sub_loss_sum]))  # one sync per epoch
-        record: dict[str, Any] = {
+        record: EpochRecord = {
             "epoch": epoch,
             "cluster_loss": float(losses[0] / steps),
             "subcluster_loss": float(losses[1] / steps) if sub_active else float("nan"),

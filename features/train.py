@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 from data.config import to_container
 from data.errors import InputError
 from data.files import save_torch
+from data.records import EpochCallback, EpochRecord
 from data.runtime import Runtime, setup_runtime, teardown_runtime
 from data.sources import build_dataset, default_image_size
 from features.checkpoint import load_checkpoint
@@ -43,8 +43,6 @@ from features.config import as_config
 from features.loader import batches, make_loader
 from features.models import build_encoder, use_small_stem
 from features.transforms import train_transform
-
-EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -190,7 +188,7 @@ def _resume(trainer: MoCoTrainer, path: Path) -> None:
                          " use another --out directory or delete the file") from exc
 
 
-def _epoch(trainer: MoCoTrainer, loader: Any, progress: bool) -> dict[str, Any]:
+def _epoch(trainer: MoCoTrainer, loader: Any, progress: bool) -> EpochRecord:
     """Train one epoch (or up to the step budget); return its record."""
     cfg, rt = trainer.cfg, trainer.rt
     n_steps = min(trainer.steps_per_epoch, trainer.total_steps - trainer.step)

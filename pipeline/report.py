@@ -23,13 +23,23 @@ from pipeline.tracking import epoch_rows
 
 
 @dataclass
+class ClusteringFiles:
+    """A clustering stage's outputs the report reads (found through its manifest's
+    artifacts)."""
+
+    labels: Path
+    history: Path
+    metrics: Path
+
+
+@dataclass
 class ReportInputs:
-    """What the report is built from (paths are finished stage folders)."""
+    """What the report is built from (paths are in finished stage folders)."""
 
     experiment: str
     features_dir: Path
     features_artifacts: dict[str, Any]
-    stage_dirs: dict[str, Path]  # "cluster" and, when enabled, "alternate"
+    clusterings: dict[str, ClusteringFiles]  # "cluster" and, when enabled, "alternate"
     final: str
     truth: np.ndarray | None
     n_points: int
@@ -48,7 +58,8 @@ def read_history(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _stage_summary(name: str, folder: Path, labels: np.ndarray, rows: list[dict[str, str]],
+def _stage_summary(name: str, files: ClusteringFiles, labels: np.ndarray,
+                   rows: list[dict[str, str]],
                    truth: np.ndarray | None) -> dict[str, Any]:
     """K (the model's, and the clusters that kept points), epochs, moves and scores."""
     def total(key: str) -> int:
@@ -56,7 +67,7 @@ def _stage_summary(name: str, folder: Path, labels: np.ndarray, rows: list[dict[
 
     k_nonempty = int(len(np.unique(labels)))
     try:
-        k = int(json.loads((folder / "metrics.json").read_text())["k"])
+        k = int(json.loads(files.metrics.read_text())["k"])
     except (OSError, ValueError, KeyError):
         k = k_nonempty
     summary: dict[str, Any] = {"stage": name, "k": k, "k_nonempty": k_nonempty,
@@ -141,11 +152,11 @@ def _markdown(inp: ReportInputs, summaries: list[dict[str, Any]], images: dict[s
 
 def build_report(inp: ReportInputs, out: Path) -> tuple[list[str], dict[str, Path], dict]:
     """Write report.md, metrics.json and the PNGs into `out`; return (files, images, metrics)."""
-    histories = {s: read_history(d / "history.csv") for s, d in inp.stage_dirs.items()}
-    labels = {s: np.load(d / "labels.npy") for s, d in inp.stage_dirs.items()}
+    histories = {s: read_history(f.history) for s, f in inp.clusterings.items()}
+    labels = {s: np.load(f.labels) for s, f in inp.clusterings.items()}
     true_k = int(len(np.unique(inp.truth))) if inp.truth is not None else None
-    summaries = [_stage_summary(s, d, labels[s], histories[s], inp.truth)
-                 for s, d in inp.stage_dirs.items()]
+    summaries = [_stage_summary(s, f, labels[s], histories[s], inp.truth)
+                 for s, f in inp.clusterings.items()]
     images = _plots(inp, out, histories, labels[inp.final], true_k)
     metrics = {"final": inp.final, "true_k": true_k, "n": inp.n_points, "dim": inp.dim,
                "stages": {s["stage"]: s for s in summaries}}

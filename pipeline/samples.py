@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 ImageLoader = Callable[[int], np.ndarray]
 THUMB = 64
+
+
+class ImageSource(TypedDict, total=False):
+    """The `images` artifact of the features stage's manifest: where its rows came from.
+    Written by pipeline/stages/features.py, read here. Paths are relative to the stage's
+    folder."""
+
+    source: str  # data.source: mnist | imagefolder | imagenet
+    indices: str  # indices.npy: row -> digit index (mnist)
+    seed: int  # the shuffle seed the digits are reloaded with (mnist)
+    paths: str  # paths.txt: row -> image file (image folders)
+    root: str  # the folder the paths are relative to
 
 
 def _path_loader(paths: list[str]) -> ImageLoader:
@@ -32,7 +44,7 @@ def _path_loader(paths: list[str]) -> ImageLoader:
 
 def image_loader(features_dir: Path, artifacts: dict[str, Any]) -> ImageLoader | None:
     """A row -> image function, or None when the rows cannot be traced back to images."""
-    images = artifacts.get("images") or {}
+    images: ImageSource = artifacts.get("images") or {}
     source = images.get("source")
     if source == "mnist" and images.get("indices"):
         from data.mnist import load_mnist_digits

@@ -22,6 +22,7 @@ import numpy as np
 
 from data.errors import ConfigError
 from data.files import save_csv
+from data.records import EpochRecord
 
 MODES = ("offline", "online", "disabled")
 
@@ -74,10 +75,10 @@ class StageLog:
                 self.rows, self.columns = list(reader), list(reader.fieldnames or [])
             self._resumed = bool(self.rows)
 
-    def __call__(self, record: dict[str, Any]) -> None:
+    def __call__(self, record: EpochRecord) -> None:
         self.log(record)
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: EpochRecord) -> None:
         """Record one epoch: sizes go to the CSV as text and to W&B as a histogram."""
         row: dict[str, Any] = {}
         sizes = record.get("sizes")

@@ -23,9 +23,6 @@ def run(ctx: StageContext, out: Path) -> StageResult:
     log = ctx.tracker.stage_log("alternate", out)
     alt = AEAlternation(section(ctx.cfg, "alternate"), section(ctx.cfg, "cluster"))
     alt.fit(x, y, out_dir=out / WORK, on_epoch=log)
-    if not log.rows:
-        for record in getattr(alt, "history_", []):
-            log.log(record)
     labels = np.asarray(alt.labels_)
     save_npy(out / "labels.npy", labels)
     metrics = {"k": int(alt.n_clusters_), "n": int(x.shape[0]), "dim": int(x.shape[1])}
@@ -36,7 +33,8 @@ def run(ctx: StageContext, out: Path) -> StageResult:
     ctx.tracker.k_chart("alternate", log.rows)
     outputs = ["labels.npy", "metrics.json", "history.csv"]
     outputs += [str(p.relative_to(out)) for p in sorted((out / WORK).rglob("*")) if p.is_file()]
-    return StageResult(outputs=outputs, artifacts={"labels": "labels.npy"}, summary=metrics)
+    artifacts = {"labels": "labels.npy", "history": "history.csv", "metrics": "metrics.json"}
+    return StageResult(outputs=outputs, artifacts=artifacts, summary=metrics)
 
 
 def _config(cfg: DictConfig) -> dict:

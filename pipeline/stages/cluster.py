@@ -34,8 +34,9 @@ def run(ctx: StageContext, out: Path | None) -> StageResult:
     ctx.tracker.summary("cluster", metrics)
     ctx.tracker.k_chart("cluster", log.rows)
     outputs = ["labels.npy", "model.pt", "metrics.json", "history.csv"]
-    return StageResult(outputs=outputs, artifacts={"labels": "labels.npy", "model": "model.pt"},
-                       summary=metrics)
+    artifacts = {"labels": "labels.npy", "model": "model.pt", "history": "history.csv",
+                 "metrics": "metrics.json"}
+    return StageResult(outputs=outputs, artifacts=artifacts, summary=metrics)
 
 
 def _config(cfg: DictConfig) -> dict:

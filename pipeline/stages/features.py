@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.errors import DataNotFoundError, InputError
 from data.files import load_array, load_labels, save_npy
+from data.records import EpochRecord
 from pipeline.config import plain
 from pipeline.manifest import hash_file, hash_tree_listing
+from pipeline.samples import ImageSource
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 IMPORT_KEYS = ("embeddings", "labels", "embeddings_key")
@@ -63,11 +65,11 @@ def _moco_config(cfg: DictConfig) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FeaturesConfig), values))
 
 
-def _image_source(cfg: DictConfig, embed_dir: Path, out: Path) -> dict[str, Any]:
+def _image_source(cfg: DictConfig, embed_dir: Path, out: Path) -> ImageSource:
     """How the report maps embedding rows back to images."""
     rel = embed_dir.relative_to(out)
     source = str(cfg.features.data.source)
-    images: dict[str, Any] = {"source": source}
+    images: ImageSource = {"source": source}
     if (embed_dir / "indices.npy").is_file():
         images["indices"] = str(rel / "indices.npy")
         images["seed"] = int(OmegaConf.select(cfg, "features.data.seed", default=0) or 0)
@@ -84,7 +86,7 @@ def _train_and_embed(ctx: StageContext, out: Path) -> StageResult:
     progress = sys.stderr.isatty()  # train_moco prints its own bar and epoch lines then
     log = ctx.tracker.stage_log("features", out)
 
-    def on_epoch(record: dict[str, Any]) -> None:
+    def on_epoch(record: EpochRecord) -> None:
         log(record)
         if not progress:
             print(f"[features] MoCo epoch {record.get('epoch')}/{fcfg.train.epochs}: "

@@ -6,13 +6,27 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from data.errors import DataNotFoundError
 from pipeline.config import plain
-from pipeline.report import ReportInputs, build_report, config_yaml
+from pipeline.report import ClusteringFiles, ReportInputs, build_report, config_yaml
 from pipeline.stages.base import Stage, StageContext, StageResult, load_features
 
 
 def _clusterings(cfg: DictConfig) -> tuple[str, ...]:
     return ("cluster", "alternate") if cfg.alternate.enabled else ("cluster",)
+
+
+def _clustering_files(ctx: StageContext, stage: str) -> ClusteringFiles:
+    """The stage's labels, history and metrics, as its manifest names them."""
+    artifacts = ctx.manifest(stage)["artifacts"]
+    missing = [k for k in ("labels", "history", "metrics") if k not in artifacts]
+    if missing:
+        raise DataNotFoundError(f"{ctx.stage_dir(stage)}: its manifest names no {missing} "
+                                f"(written by an older version); rerun it with --only {stage}")
+    folder = ctx.stage_dir(stage)
+    return ClusteringFiles(labels=folder / artifacts["labels"],
+                           history=folder / artifacts["history"],
+                           metrics=folder / artifacts["metrics"])
 
 
 def run(ctx: StageContext, out: Path) -> StageResult:
@@ -22,7 +36,7 @@ def run(ctx: StageContext, out: Path) -> StageResult:
     inputs = ReportInputs(
         experiment=str(ctx.cfg.experiment), features_dir=ctx.stage_dir("features"),
         features_artifacts=artifacts, class_names=artifacts.get("classes"),
-        stage_dirs={s: ctx.stage_dir(s) for s in stages}, final=stages[-1], truth=y,
+        clusterings={s: _clustering_files(ctx, s) for s in stages}, final=stages[-1], truth=y,
         n_points=int(x.shape[0]), dim=int(x.shape[1]), settings=ctx.cfg.report,
         config_yaml=config_yaml(ctx.cfg))
     files, images, metrics = build_report(inputs, out)
