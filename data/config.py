@@ -3,6 +3,10 @@
 `load_config(Schema, ["configs/base.yaml", "configs/x.yaml"], ["a.b=1"])` merges the files
 in order, then the command-line dotlist, onto the schema's defaults. A key that the schema
 does not have raises `ConfigError` naming the key and listing the valid ones.
+
+A file, or any section in it, may say `extends: other.yaml` (a path relative to the file;
+or a list of them, merged in order): that file's content comes first and the keys beside
+`extends` are merged over it, so an experiment states only what differs from another.
 """
 
 from __future__ import annotations
@@ -70,11 +74,47 @@ def _read_yaml(path: str | os.PathLike) -> DictConfig:
     return cfg
 
 
+EXTENDS = "extends"
+
+
+def _expand(node: Any, path: Path, chain: tuple[Path, ...]) -> Any:
+    """`node` (plain YAML data of the file `path`) with every `extends` replaced by the
+    named files' content, the keys beside it merged over that."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: _expand(v, path, chain) for k, v in node.items()}
+    if EXTENDS not in node:
+        return node
+    names = node.pop(EXTENDS)
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: `{EXTENDS}` must name a YAML file or a list of them, "
+                          f"got {names!r}")
+    merged = OmegaConf.create({})
+    for name in names:
+        parent = path.parent / name
+        if parent.resolve() in chain:
+            loop = " -> ".join(p.name for p in (*chain, parent.resolve()))
+            raise ConfigError(f"{path}: `{EXTENDS}` makes a loop ({loop})")
+        if not parent.is_file():
+            raise DataNotFoundError(f"{path}: extends {name}, but {parent} does not exist")
+        data = OmegaConf.to_container(_read_yaml(parent), resolve=False)
+        merged = OmegaConf.merge(merged, _expand(data, parent, (*chain, parent.resolve())))
+    return OmegaConf.to_container(OmegaConf.merge(merged, node), resolve=False)
+
+
+def read_config_file(path: str | os.PathLike) -> DictConfig:
+    """One config file as a DictConfig, its `extends` expanded."""
+    path = Path(path)
+    data = OmegaConf.to_container(_read_yaml(path), resolve=False)
+    return OmegaConf.create(_expand(data, path, (path.resolve(),)))
+
+
 def load_config(schema: Any, files: Sequence[str | os.PathLike] = (),
                 overrides: Sequence[str] = ()) -> DictConfig:
     """Merge YAML files and `key=value` overrides onto a structured (dataclass) schema."""
     base = OmegaConf.structured(schema)
-    layers: list[tuple[str, DictConfig]] = [(str(f), _read_yaml(f)) for f in files]
+    layers: list[tuple[str, DictConfig]] = [(str(f), read_config_file(f)) for f in files]
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")

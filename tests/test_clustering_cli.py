@@ -231,3 +231,42 @@ def test_config_errors_are_one_line(embeddings, capsys):
         _fails(_fit_args(tmp, tmp / "o", "--config", str(tmp / f"{name}.yaml")), capsys, message)
     _fails(_fit_args(tmp, tmp / "o", "alpha=${oc.env:HOME}"), capsys, "cannot resolve 'alpha'")
     assert not (tmp / "o").exists()
+
+
+# ---------------------------------------------------------------- defaults in one place
+REPO = Path(__file__).resolve().parents[1]
+SHOWN_AS = {"nu": "D + 2", "cluster_hidden": "[50]"}  # None defaults the table spells out
+
+
+def test_clustering_yaml_and_readme_table_match_the_dataclass_defaults():
+    """DeepDPMConfig holds every default; configs/clustering.yaml and the README's
+    parameter table show them, and must not drift from it."""
+    import re
+    from dataclasses import asdict
+
+    import yaml
+
+    from clustering.config import DeepDPMConfig
+
+    defaults = asdict(DeepDPMConfig())
+    assert yaml.safe_load((REPO / "configs" / "clustering.yaml").read_text()) == defaults
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Parameters"):]
+    table = table[table.index("| key |"):]
+    table = table[:table.index("\n\n")]
+    shown: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        keys = re.findall(r"`(\w+)`", cells[0])
+        values = [v.strip() for v in cells[1].split(" / ")] if len(keys) > 1 else [cells[1]]
+        assert len(keys) == len(values), row
+        shown.update(zip(keys, values, strict=True))
+    assert set(shown) == set(defaults), set(shown) ^ set(defaults)
+    for key, text in shown.items():
+        if key in SHOWN_AS:
+            assert text == SHOWN_AS[key] and defaults[key] is None, key
+            continue
+        value = yaml.safe_load(text.replace("None", "null"))
+        if isinstance(value, str) and re.fullmatch(r"[0-9.]+e-?[0-9]+", value):
+            value = float(value)  # YAML 1.1 reads 1e-3 as text
+        assert value == defaults[key], (key, text, defaults[key])

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -447,3 +448,34 @@ def test_imagenet50_stages_get_settings_for_their_own_input(name: str) -> None:
         params = alt._cluster_params_for(t)
         assert params["prior_sigma_choice"] == "data_cov"
         assert params["prior_sigma_scale"] == default.prior_sigma_scale
+
+
+@dataclass
+class _Inner:
+    a: int = 0
+    b: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Schema:
+    x: int = 0
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_config_files_extend_others(tmp_path: Path) -> None:
+    """`extends` at the top or inside a section: the named file first, the keys beside
+    it over that; loops and missing files are one-line errors."""
+    from data.config import load_config
+
+    _write(tmp_path / "inner.yaml", {"a": 1, "b": [1, 2]})
+    _write(tmp_path / "parent.yaml", {"x": 5, "inner": {"extends": "inner.yaml", "a": 2}})
+    _write(tmp_path / "child.yaml", {"extends": "parent.yaml", "inner": {"b": [9]}})
+    cfg = load_config(_Schema, [tmp_path / "child.yaml"], ["x=7"])
+    assert (cfg.x, cfg.inner.a, list(cfg.inner.b)) == (7, 2, [9])
+    _write(tmp_path / "loop.yaml", {"extends": "loop2.yaml"})
+    _write(tmp_path / "loop2.yaml", {"extends": "loop.yaml"})
+    with pytest.raises(ConfigError, match=r"makes a loop \(loop.yaml -> loop2.yaml -> loop"):
+        load_config(_Schema, [tmp_path / "loop.yaml"])
+    _write(tmp_path / "lost.yaml", {"inner": {"extends": "nowhere.yaml"}})
+    with pytest.raises(DataNotFoundError, match=r"lost.yaml: extends nowhere.yaml, but"):
+        load_config(_Schema, [tmp_path / "lost.yaml"])
