@@ -33,7 +33,7 @@ class DeepDPMConfig:
     cluster_lr: float = 1e-3
     subcluster_lr: float = 5e-3
     # none | normalize (row L2, the authors' default) | standardize | whiten (PCA whitening)
-    transform: str = "none"
+    input_transform: str = "none"
     whiten_dim: int | None = None  # whiten: keep this many principal components (None: all)
     kmeans_iters: int = 50  # cap on the k-means++ Lloyd iterations at init
     # start from the candidate partition with the highest log joint: k-means at K = init_k

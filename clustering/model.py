@@ -20,6 +20,7 @@ them, so K, the parameters and the history are the same on every rank.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from dataclasses import asdict, fields
 from typing import Any
@@ -27,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClusterMixin
 from torch import Tensor
 
-from clustering.config import DeepDPMConfig
+from clustering.config import CONFIG_KEYS, DeepDPMConfig
 from clustering.distributed import World
 from clustering.kmeans import nearest_centre, two_means_1d
 from clustering.metrics import evaluate
@@ -54,51 +56,55 @@ from clustering.niw import (
 )
 from clustering.start import initial_partition
 from clustering.transform import InputTransform, moments
-from clustering.validation import MIN_POINTS, check_array, check_config, check_labels
+from clustering.validation import (
+    MIN_POINTS,
+    NotFittedError,
+    check_array,
+    check_config,
+    check_labels,
+)
 from data.devices import resolve_device
 from data.errors import InputError
 from data.files import load_torch_dict
 from data.records import EpochCallback, EpochRecord
 
-FORMAT = "deepdpm-v3"  # v2: components grouped into clusters by mode; v3: unit change
+FORMAT = "deepdpm-v4"  # v2: clusters by mode; v3: unit change; v4: transform -> input_transform
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
 
 
-class DeepDPM:
+class DeepDPM(ClusterMixin, BaseEstimator):
     """Deep clustering with an unknown number of clusters (Ronen et al., CVPR 2022).
 
-    `DeepDPM(init_k=1).fit(X)` infers K; see `DeepDPMConfig` for every parameter.
+    `DeepDPM(init_k=1).fit(X)` infers K; see `DeepDPMConfig` for every parameter. A
+    scikit-learn estimator: the parameters are attributes (`get_params`, `set_params`,
+    `clone`, pipelines and grid search work) and are checked in `fit`.
     """
 
-    def __init__(self, **params: Any):
-        valid = {f.name for f in fields(DeepDPMConfig)}
-        unknown = sorted(set(params) - valid)
+    def __init__(self, **params: Any):  # the signature: DeepDPMConfig's fields (below)
+        unknown = sorted(set(params) - set(CONFIG_KEYS))
         if unknown:
-            raise InputError(f"unknown parameter(s) {unknown}; valid: {sorted(valid)}")
-        self.config = DeepDPMConfig(**params)
+            raise InputError(f"unknown parameter(s) {unknown}; valid: {sorted(CONFIG_KEYS)}")
+        for f in fields(DeepDPMConfig):
+            setattr(self, f.name, params.get(f.name, f.default))
         self._world = World()
         self._nets: torch.nn.Module | None = None  # see _step_nets
         self._nets_with_sub = False
         self._fitted = False
         self._train_state: dict[str, Any] | None = None
 
-    # ------------------------------------------------------------------ sklearn API
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return asdict(self.config)
+    @property
+    def config(self) -> DeepDPMConfig:
+        """The parameters as one DeepDPMConfig (what the model reads)."""
+        return DeepDPMConfig(**{key: getattr(self, key) for key in CONFIG_KEYS})
 
-    def set_params(self, **params: Any) -> DeepDPM:
-        merged = {**asdict(self.config), **params}
-        self.__init__(**merged)
-        return self
-
-    def fit(self, X: Any, y_eval: Any = None, *, init_means: Any = None,
+    def fit(self, X: Any, y: Any = None, *, init_means: Any = None,
             on_epoch: EpochCallback | None = None, resume: bool = False) -> DeepDPM:
-        """Infer K and the clustering of X (N x D). `y_eval` is used for metrics only.
+        """Infer K and the clustering of X (N x D). Labels `y` are used for metrics only.
 
-        Under torchrun (a process group initialised), X and y_eval are this rank's shard
+        Under torchrun (a process group initialised), X and y are this rank's shard
         (near-equal shards, in rank order); `labels_` then covers every shard, in order."""
         cfg = self.config
-        x_np, y = self._check_inputs(X, y_eval)
+        x_np, y = self._check_inputs(X, y)
         check_config(cfg, self._n_total, x_np.shape[1])
         self.device_ = self._world.device(resolve_device(cfg.device))
         threads = torch.get_num_threads()
@@ -144,6 +150,7 @@ class DeepDPM:
              on_epoch: EpochCallback | None, resume: bool) -> None:
         cfg = self.config
         dim = x_np.shape[1]
+        self.n_features_in_ = dim
         if resume:
             if self._train_state is None:
                 raise InputError("resume=True needs a model loaded with DeepDPM.load")
@@ -158,7 +165,7 @@ class DeepDPM:
             self._set_data_generator(self.epoch_ + 1)
             start = self.epoch_ + 1
         else:
-            self.transform_ = InputTransform(cfg.transform, cfg.whiten_dim).fit(
+            self.transform_ = InputTransform(cfg.input_transform, cfg.whiten_dim).fit(
                 x_np, self.device_, self._world)
             x = self.transform_(x_np)
             self._generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
@@ -226,8 +233,8 @@ class DeepDPM:
             self._end_epoch = min(self._end_epoch,
                                   record["epoch"] + 1 + cfg.stop_split_merge_before_end)
 
-    def fit_predict(self, X: Any, y_eval: Any = None, **kwargs: Any) -> np.ndarray:
-        return self.fit(X, y_eval, **kwargs).labels_
+    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
+        return self.fit(X, y, **kwargs).labels_
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Soft cluster assignments, N x n_clusters_ float32: the clustering net's
@@ -636,11 +643,12 @@ class DeepDPM:
 
     def _inputs(self, X: Any) -> Tensor:
         if not self._fitted:
-            raise InputError("this DeepDPM instance is not fitted yet; call fit(X) first")
+            raise NotFittedError("this DeepDPM instance is not fitted yet; call fit(X) first")
         x_np = check_array(X, "X", min_rows=1)
         if x_np.shape[1] != self.transform_.in_dim:
-            raise InputError(f"X has {x_np.shape[1]} columns but the model was fitted on "
-                             f"{self.transform_.in_dim}")
+            raise InputError(f"X has {x_np.shape[1]} features, but DeepDPM is expecting "
+                             f"{self.transform_.in_dim} features as input (the columns it "
+                             "was fitted on)")
         return self.transform_(x_np)
 
     def _export(self, x: Tensor) -> None:
@@ -744,6 +752,7 @@ class DeepDPM:
         cfg = self.config
         self._dim, self.k_, self.epoch_ = state["dim"], state["k"], state["epoch"]
         self.transform_ = InputTransform.from_state(state["transform"], dev)
+        self.n_features_in_ = self.transform_.in_dim
         pr = state["prior"]
         self.prior_ = NIWPrior(pr["m0"].to(dev), pr["psi"].to(dev), pr["nu"], pr["kappa"])
         for name, value in state["params"].items():
@@ -788,6 +797,14 @@ class DeepDPM:
                                         for a in range(0, len(x), 65536)])
         self._soft_stats = None
 
+
+
+# scikit-learn reads an estimator's parameters from its __init__ signature: DeepDPMConfig's
+# fields, each keyword-only with its default (one place for every default)
+DeepDPM.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+       for f in fields(DeepDPMConfig)])
 
 def _check_restored(model: DeepDPM) -> None:
     """Every restored array agrees with K and D (a tampered file fails here, not in predict)."""

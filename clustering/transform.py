@@ -80,7 +80,7 @@ def _whitening(x: Tensor, keep: int | None, world: World) -> tuple[Tensor, Tenso
     top = float(eigval[0])
     rank = int((eigval > max(top * 1e-10, 1e-30)).sum()) if top > 0 else 0
     if rank == 0:
-        raise InputError("transform='whiten': X has no variance (all rows are equal)")
+        raise InputError("input_transform='whiten': X has no variance (all rows are equal)")
     d = min(rank, keep) if keep is not None else rank
     proj = eigvec[:, :d] / eigval[:d].sqrt()
     return mean.to(x.dtype), proj.to(x.dtype)

@@ -7,11 +7,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from clustering.config import DeepDPMConfig
 from data.errors import InputError
 
 MIN_POINTS = 10
+
+
+class InputTypeError(InputError, TypeError):
+    """X holds values that are not numbers at all (a dict in an object array)."""
+
+
+class NotFittedError(InputError, SklearnNotFittedError):
+    """predict (or another method that needs a fit) before fit: one of our InputErrors,
+    and scikit-learn's NotFittedError for code that catches that."""
+
 TRANSFORMS = ("none", "normalize", "standardize", "whiten")
 M_STEP_FROM = ("gmm", "net")
 PRIOR_SIGMA = ("data_cov", "data_var", "isotropic", "data_std")
@@ -23,21 +34,34 @@ def check_array(X: Any, name: str = "X", min_rows: int = MIN_POINTS) -> np.ndarr
     before the model's float32; everything else becomes float32), or one clear InputError."""
     if torch.is_tensor(X):
         X = X.detach().cpu().numpy()
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise InputError(f"{name} is a sparse matrix; sparse input is not supported (pass "
+                         f"{name}.toarray())")
     try:
         arr = np.asarray(X)
     except Exception as exc:
         raise InputError(f"{name} cannot be read as an array ({exc})") from exc
     if np.iscomplexobj(arr):
-        raise InputError(f"{name} is complex ({arr.dtype}); pass real features (e.g. "
-                         "np.hstack([X.real, X.imag]))")
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{name} is complex ({arr.dtype}). Complex data not supported; pass "
+                         "real features (e.g. np.hstack([X.real, X.imag]))")
+    if arr.dtype == object:  # numbers in an object array (e.g. from a DataFrame) are fine
+        try:
+            arr = arr.astype(np.float64)
+        except TypeError as exc:  # a dict or list inside: one of ours, and a TypeError
+            raise InputTypeError(f"{name} must be numeric ({exc})") from exc
+        except ValueError as exc:
+            raise InputError(f"{name} must be numeric ({exc})") from exc
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        raise InputError(f"{name} must be 2-D (N x D), got shape {arr.shape}")
+        raise InputError(f"{name} must be 2-D (N x D), got shape {arr.shape}. Reshape your "
+                         "data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one row")
     if arr.shape[1] < 1:
-        raise InputError(f"{name} has no columns (shape {arr.shape})")
+        raise InputError(f"{name} has no columns: 0 feature(s) (shape={arr.shape}) while a "
+                         "minimum of 1 is required.")
     if arr.shape[0] < min_rows:
-        raise InputError(f"{name} has {arr.shape[0]} rows; at least {min_rows} points are needed")
+        raise InputError(f"{name} has {arr.shape[0]} rows (n_samples = {arr.shape[0]}); at "
+                         f"least {min_rows} points are needed")
     if arr.dtype != np.float64:
         arr = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr).all(1)
@@ -79,16 +103,16 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
     wd = cfg.whiten_dim
     need(wd is None or (isinstance(wd, numbers.Integral) and not isinstance(wd, bool)
                         and wd >= 1), f"whiten_dim must be None or an int >= 1, got {wd!r}")
-    need(wd is None or cfg.transform == "whiten",
-         f"whiten_dim={wd} is only used with transform='whiten' (transform is "
-         f"{cfg.transform!r})")
+    need(wd is None or cfg.input_transform == "whiten",
+         f"whiten_dim={wd} is only used with input_transform='whiten' (it is "
+         f"{cfg.input_transform!r})")
     space = f"{dim}-D data"
-    if cfg.transform == "whiten" and wd is not None and wd < dim:
+    if cfg.input_transform == "whiten" and wd is not None and wd < dim:
         dim, space = int(wd), f"{wd} whitened dimensions"  # what the clustering sees
     need(cfg.nu is None or cfg.nu > dim - 1,
          f"nu must be > D - 1 = {dim - 1} for {space}, got {cfg.nu}")
-    need(cfg.transform in TRANSFORMS,
-         f"transform must be one of {TRANSFORMS}, got {cfg.transform!r}")
+    need(cfg.input_transform in TRANSFORMS,
+         f"input_transform must be one of {TRANSFORMS}, got {cfg.input_transform!r}")
     need(cfg.prior_sigma_choice in PRIOR_SIGMA,
          f"prior_sigma_choice must be one of {PRIOR_SIGMA}, got {cfg.prior_sigma_choice!r}")
     need(cfg.m_step_from in M_STEP_FROM,

@@ -82,7 +82,7 @@ def test_save_load_round_trip_and_resume(mixture, tmp_path):
     assert str(loaded.history_) == str(model.history_)  # str: NaN entries compare equal
     # resume: continue the same run for more epochs from the saved state
     resumed = DeepDPM.load(path)
-    resumed.config.max_epochs = 80
+    resumed.set_params(max_epochs=80)
     resumed.fit(x, y, resume=True)
     assert [h["epoch"] for h in resumed.history_] == list(range(80))
     assert resumed.metrics_["nmi"] > 0.9
@@ -100,7 +100,7 @@ def test_converged_run_stops_early_and_stays_stopped(mixture, tmp_path):
     assert model.n_clusters_ == 4 and model.metrics_["nmi"] > 0.95
     model.save(tmp_path / "model.pt")
     resumed = DeepDPM.load(tmp_path / "model.pt")
-    resumed.config.max_epochs = 300
+    resumed.set_params(max_epochs=300)
     resumed.fit(x, y, resume=True)  # a converged run has nothing left to do
     assert resumed.n_iter_ == model.n_iter_
     never = DeepDPM(init_k=1, seed=0, max_epochs=60, tol=None).fit(x)
@@ -114,22 +114,22 @@ def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
     nuisance = rng.normal(size=(2000, 2)) * 40.0
     mixing = np.linalg.qr(rng.normal(size=(8, 8)))[0]  # rotate, so no column is clean
     data = (np.hstack([x, nuisance]) @ mixing).astype(np.float32)
-    white = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=8, **FAST).fit(data, y)
+    white = DeepDPM(init_k=1, seed=0, input_transform="whiten", whiten_dim=8, **FAST).fit(data, y)
     assert white.n_clusters_ == 4 and white.metrics_["nmi"] > 0.9
     assert white.means_.shape == (4, 8)
     projected = white.transform_(data)
     np.testing.assert_allclose(np.cov(projected.numpy().T), np.eye(8), atol=1e-3)
     # fewer components: the model works in whiten_dim dimensions, predict takes raw rows
-    small = DeepDPM(init_k=1, seed=0, transform="whiten", whiten_dim=3, **FAST).fit(data, y)
+    small = DeepDPM(init_k=1, seed=0, input_transform="whiten", whiten_dim=3, **FAST).fit(data, y)
     assert small.means_.shape[1] == 3 and small.predict(data).shape == (2000,)
     path = tmp_path / "white.pt"
     small.save(path)
     np.testing.assert_array_equal(DeepDPM.load(path).predict(data), small.predict(data))
-    with pytest.raises(InputError, match="fitted on 8"):
+    with pytest.raises(InputError, match="X has 6 features, but DeepDPM is expecting 8"):
         small.predict(data[:, :6])
     # a warm start takes means in the raw space, as predict takes raw rows
     raw_means = np.stack([data[y == k].mean(0) for k in range(4)])
-    warm = DeepDPM(seed=0, max_epochs=20, transform="whiten", whiten_dim=3)
+    warm = DeepDPM(seed=0, max_epochs=20, input_transform="whiten", whiten_dim=3)
     assert warm.fit(data, y, init_means=raw_means).n_clusters_ == 4
     with pytest.raises(InputError, match="init_means has 3 columns, X has 8"):
         warm.fit(data, init_means=raw_means[:, :3])
@@ -181,12 +181,14 @@ def test_subnet_surgery_keeps_survivors_and_their_adam_moments():
         (np.random.default_rng(0).normal(size=(30, 2)), {"init_k": 0}, "init_k"),
         (np.random.default_rng(0).normal(size=(30, 2)), {"init_k": 31}, "init_k"),
         (np.random.default_rng(0).normal(size=(30, 4)), {"nu": 3.0}, "nu must be > D - 1"),
-        (np.random.default_rng(0).normal(size=(30, 2)), {"transform": "bogus"}, "transform"),
+        (np.random.default_rng(0).normal(size=(30, 2)), {"input_transform": "bogus"},
+         "input_transform"),
         (np.random.default_rng(0).normal(size=(30, 2)), {"whiten_dim": 0}, "whiten_dim"),
         (np.random.default_rng(0).normal(size=(30, 2)), {"whiten_dim": 2},
-         "only used with transform='whiten'"),
-        (np.ones((30, 3)), {"transform": "whiten"}, "X has no variance"),
-        (np.random.default_rng(0).normal(size=(30, 6)), {"transform": "whiten", "whiten_dim": 3,
+         "only used with input_transform='whiten'"),
+        (np.ones((30, 3)), {"input_transform": "whiten"}, "X has no variance"),
+        (np.random.default_rng(0).normal(size=(30, 6)), {"input_transform": "whiten",
+                                                         "whiten_dim": 3,
                                                          "nu": 1.5}, "= 2 for 3 whitened dim"),
         (np.array([["a", "b"]] * 20), {}, "numeric"),
     ],
