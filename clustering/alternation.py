@@ -196,9 +196,9 @@ class AEAlternation:
                               f"(saved, requested: {diff}); delete it or use another out_dir")
         recorded = state.get("pretrain", {}).get("data")
         if recorded is not None and recorded != fingerprint:
-            raise InputError(f"{path} was pretrained on other data ({recorded['n']} x "
-                             f"{recorded['d']}, sha1 {recorded['sha1'][:10]}); delete it or "
-                             "use another out_dir")
+            raise InputError(f"{path} was pretrained on other data ({recorded.get('n')} x "
+                             f"{recorded.get('d')}, sha256 {str(recorded.get('sha256'))[:10]}); "
+                             "delete it or use another out_dir")
         self._pretrain_loss = float(state.get("recon_loss", float("nan")))
 
     # ------------------------------------------------------------------ resume

@@ -40,9 +40,10 @@ CLUSTER_RUNTIME_KEYS = ("device", "verbose", "eval_every")
 
 
 def data_fingerprint(x: np.ndarray) -> dict[str, Any]:
-    """Shape and SHA-1 of the float32 input, so a resume never mixes data sets."""
-    digest = hashlib.sha1(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
-    return {"n": int(x.shape[0]), "d": int(x.shape[1]), "sha1": digest}
+    """Shape and SHA-256 of the float32 input (the pipeline's manifests hash with SHA-256
+    too), so a resume never mixes data sets."""
+    digest = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
+    return {"n": int(x.shape[0]), "d": int(x.shape[1]), "sha256": digest}
 
 
 def read_json(path: Path) -> Any:
