@@ -19,10 +19,9 @@ them, so K, the parameters and the history are the same on every rank.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from clustering.config import CONFIG_KEYS, DeepDPMConfig
 from clustering.distributed import World
 from clustering.kmeans import nearest_centre, two_means_1d
 from clustering.metrics import evaluate
+from clustering.mixture import MixtureState
 from clustering.modes import mode_clusters
 from clustering.moves import log_joint, propose_merges, propose_splits
 from clustering.nets import (
@@ -54,6 +54,12 @@ from clustering.niw import (
     map_params,
     weighted_stats,
 )
+from clustering.persistence import (
+    load_model,
+    prepare_resume_buffers,
+    restore_training,
+    save_model,
+)
 from clustering.start import initial_partition
 from clustering.transform import InputTransform, moments
 from clustering.validation import (
@@ -65,10 +71,8 @@ from clustering.validation import (
 )
 from data.devices import resolve_device
 from data.errors import InputError
-from data.files import load_torch_dict
 from data.records import EpochCallback, EpochRecord
 
-FORMAT = "deepdpm-v4"  # v2: clusters by mode; v3: unit change; v4: transform -> input_transform
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
 
 
@@ -159,9 +163,9 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             if fitted_dim != dim:
                 raise InputError(f"X has {dim} columns but the saved model was fitted on "
                                  f"{fitted_dim}")
-            self._restore_training(self._train_state)
+            restore_training(self, self._train_state)
             x = self.transform_(x_np)
-            self._prepare_resume_buffers(x)
+            prepare_resume_buffers(self, x)
             self._set_data_generator(self.epoch_ + 1)
             start = self.epoch_ + 1
         else:
@@ -331,8 +335,8 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             k = int(self._world.max(labels.max())) + 1
         self.k_ = k
         stats = self._stats(x, labels, k)
-        self._mu, self._cov = map_params(stats, self.prior_)
-        self._pi = dirichlet_weights(stats.n, cfg.dirichlet_count)
+        mu, cov = map_params(stats, self.prior_)
+        self._mix = MixtureState(mu, cov, dirichlet_weights(stats.n, cfg.dirichlet_count))
         self._soft_stats: Stats | None = stats
         hidden = list(cfg.cluster_hidden) if cfg.cluster_hidden else [50]
         self.cluster_net_ = ClusterNet(dim, k, hidden, self._generator, x.device)
@@ -357,11 +361,11 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         n = x.shape[0]
         # 1. E-step targets from the parameters frozen at the end of the previous epoch,
         # computed batch by batch: nothing N x K is ever held (memory linear in N)
-        scorer = GaussianScorer(self._mu, self._cov, torch.log(self._pi), x.dtype)
+        scorer = GaussianScorer(self._mix.mu, self._mix.cov, torch.log(self._mix.pi), x.dtype)
         from_gmm = cfg.m_step_from == "gmm"
         soft: Stats | None = None  # statistics of this epoch's responsibilities (M-step input)
         sub_active = self._sub_ready and epoch >= cfg.start_subclustering
-        mu_sub = self._mu_sub.to(x.dtype) if sub_active else None
+        mu_sub = self._mix.mu_sub.to(x.dtype) if sub_active else None
         # 2. mini-batch training of both nets
         self.cluster_net_.train()
         loss_sum = torch.zeros((), device=x.device)
@@ -464,8 +468,8 @@ class DeepDPM(ClusterMixin, BaseEstimator):
 
     def _m_step(self, stats: Stats) -> None:
         self._soft_stats = stats
-        self._mu, self._cov = map_params(stats, self.prior_)
-        self._pi = dirichlet_weights(stats.n, self.config.dirichlet_count)
+        self._mix.mu, self._mix.cov = map_params(stats, self.prior_)
+        self._mix.pi = dirichlet_weights(stats.n, self.config.dirichlet_count)
 
     def _sub_stats(self, x: Tensor, z: Tensor) -> Stats:
         k2 = 2 * self.k_
@@ -480,12 +484,14 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         pi = (counts + a) / (counts.sum(1, keepdim=True) + 2 * a)
         dim = mu.shape[1]
         m = mask[:, None]
-        self._mu_sub = torch.where(m[..., None], mu.view(-1, 2, dim), self._mu_sub)
-        self._cov_sub = torch.where(m[..., None, None], cov.view(-1, 2, dim, dim), self._cov_sub)
-        self._pi_sub = torch.where(m, pi, self._pi_sub)
+        self._mix.mu_sub = torch.where(m[..., None], mu.view(-1, 2, dim), self._mix.mu_sub)
+        self._mix.cov_sub = torch.where(m[..., None, None], cov.view(-1, 2, dim, dim),
+                                        self._mix.cov_sub)
+        self._mix.pi_sub = torch.where(m, pi, self._mix.pi_sub)
 
     def _sub_m_step(self, x: Tensor, z: Tensor) -> None:
-        self._set_sub_params(self._sub_stats(x, z), torch.ones_like(self._pi, dtype=torch.bool))
+        self._set_sub_params(self._sub_stats(x, z),
+                             torch.ones_like(self._mix.pi, dtype=torch.bool))
         side = self._sub_resp.argmax(1)
         hard = self._world.sum(torch.bincount(2 * z + side, minlength=2 * self.k_)).view(-1, 2)
         degenerate = hard.min(1).values == 0  # one sub-cluster lost every point: re-seed it
@@ -496,9 +502,9 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         """1-D 2-means along each cluster's principal axis (clusters in `mask`)."""
         k = self.k_
         if not self._sub_ready:
-            self._mu_sub = self._mu[:, None, :].repeat(1, 2, 1)
-            self._cov_sub = self._cov[:, None].repeat(1, 2, 1, 1)
-            self._pi_sub = torch.full((k, 2), 0.5, dtype=torch.float64, device=x.device)
+            self._mix.mu_sub = self._mix.mu[:, None, :].repeat(1, 2, 1)
+            self._mix.cov_sub = self._mix.cov[:, None].repeat(1, 2, 1, 1)
+            self._mix.pi_sub = torch.full((k, 2), 0.5, dtype=torch.float64, device=x.device)
         hard = self._stats(x, z, k)
         mean, cov = map_params(hard, self.prior_)
         axes = torch.linalg.eigh(cov)[1][..., -1]  # principal direction per cluster
@@ -525,28 +531,21 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             return result
         dev = x.device
         k_new = k + n_split
-        source = torch.cat([torch.arange(k, device=dev), split_idx])
-        # child 0 replaces its parent in place; child 1 is appended at the end
-        mu = torch.cat([self._mu, self._mu_sub[split_idx, 1]])
-        mu[split_idx] = self._mu_sub[split_idx, 0]
-        cov = torch.cat([self._cov, self._cov_sub[split_idx, 1]])
-        cov[split_idx] = self._cov_sub[split_idx, 0]
-        pi = torch.cat([self._pi, self._pi[split_idx] * self._pi_sub[split_idx, 1]])
-        pi[split_idx] = self._pi[split_idx] * self._pi_sub[split_idx, 0]
+        mix, source = self._mix.split(split_idx)
         child1 = torch.full((k,), -1, dtype=torch.long, device=dev)
         child1[split_idx] = torch.arange(k, k_new, device=dev)
         z_new = torch.where(accept[z] & (side == 1), child1[z], z)
         fresh = torch.zeros(k_new, dtype=torch.bool, device=dev)
         fresh[split_idx] = True
         fresh[k:] = True
-        self._apply_surgery(x, source, fresh, mu, cov, pi / pi.sum(), z_new)
+        self._apply_surgery(x, mix, source, fresh, z_new, reseed=True)
         return result
 
     def _merge(self, x: Tensor, z: Tensor) -> dict[str, int]:
         cfg, k, dev = self.config, self.k_, x.device
         hard = self._stats(x, z, k)
         pairs, n_proposed = self._world.broadcast_object(  # rank 0's draws decide
-            propose_merges(hard, self._mu.float(), self.prior_, cfg.alpha,
+            propose_merges(hard, self._mix.mu.float(), self.prior_, cfg.alpha,
                            cfg.merge_neighbours, self._generator))
         self._world.sync_generator(self._generator)
         result = {"merges_proposed": n_proposed, "merges_accepted": len(pairs)}
@@ -563,16 +562,6 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         soft = self._soft_stats if self._soft_stats is not None else hard
         union = soft[first] + soft[second]
         mu_m, cov_m = map_params(union, self.prior_)
-        mu, cov, pi = self._mu.clone(), self._cov.clone(), self._pi.clone()
-        mu[first], cov[first] = mu_m, cov_m
-        pi[first] = self._pi[first] + self._pi[second]
-        # the two old clusters become the merged cluster's sub-clusters
-        mu_sub, cov_sub, pi_sub = self._mu_sub.clone(), self._cov_sub.clone(), self._pi_sub.clone()
-        mu_sub[first, 0], mu_sub[first, 1] = self._mu[first], self._mu[second]
-        cov_sub[first, 0], cov_sub[first, 1] = self._cov[first], self._cov[second]
-        w = torch.stack([self._pi[first], self._pi[second]], 1)
-        pi_sub[first] = w / w.sum(1, keepdim=True)
-        self._mu_sub, self._cov_sub, self._pi_sub = mu_sub, cov_sub, pi_sub
         target = torch.arange(k, device=dev)
         target[second] = first
         z_merged = target[z]
@@ -584,8 +573,10 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         merged_rows = fresh_full[z_merged]
         self._sub_resp[merged_rows] = F.one_hot((z[merged_rows] != z_merged[merged_rows]).long(),
                                                 2).to(x.dtype)
-        self._apply_surgery(x, source_full[kept], fresh_full[kept], mu[kept], cov[kept],
-                            pi[kept], new_index[z_merged], keep_sub=kept)
+        # the two old clusters become the merged cluster's sub-clusters
+        mix = self._mix.merge(first, second, mu_m, cov_m, kept)
+        self._apply_surgery(x, mix, source_full[kept], fresh_full[kept], new_index[z_merged],
+                            reseed=False)
         return result
 
     def _prune_empty(self, x: Tensor, z: Tensor) -> int:
@@ -597,35 +588,23 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             return 0
         kept = torch.nonzero(keep).squeeze(1)
         new_index = torch.cumsum(keep.long(), 0) - 1
-        pi = self._pi[kept]
-        self._mu_sub, self._cov_sub, self._pi_sub = (
-            self._mu_sub[kept], self._cov_sub[kept], self._pi_sub[kept])
-        self._apply_surgery(x, kept, torch.zeros_like(kept, dtype=torch.bool), self._mu[kept],
-                            self._cov[kept], pi / pi.sum(), new_index[z], keep_sub=None,
-                            sub_arranged=True)
+        self._apply_surgery(x, self._mix.take(kept), kept,
+                            torch.zeros_like(kept, dtype=torch.bool), new_index[z], reseed=False)
         return n_empty
 
-    def _apply_surgery(self, x: Tensor, source: Tensor, fresh: Tensor, mu: Tensor, cov: Tensor,
-                       pi: Tensor, z_new: Tensor, keep_sub: Tensor | None = None,
-                       sub_arranged: bool = False) -> None:
-        """Install new GMM parameters for K_new clusters and re-index nets and buffers."""
-        k_new = source.shape[0]
+    def _apply_surgery(self, x: Tensor, mix: MixtureState, source: Tensor, fresh: Tensor,
+                       z_new: Tensor, reseed: bool) -> None:
+        """Install the new mixture (K_new clusters; `source`: the old cluster each comes
+        from, `fresh`: new ones) and re-index nets and buffers; `reseed`: the fresh clusters
+        get new sub-clusters (2-means), as split children do."""
         remap_cluster_net(self.cluster_net_, self._opt_cluster, source)
         remap_subcluster_nets(self.sub_nets_, self._opt_sub, source, fresh, self._generator)
-        if sub_arranged:  # prune: the caller already selected the sub-cluster parameters
-            pass
-        elif keep_sub is None:  # split: surviving clusters keep theirs, children get 2-means
-            self._mu_sub, self._cov_sub = self._mu_sub[source], self._cov_sub[source]
-            self._pi_sub = self._pi_sub[source]
-        else:  # merge: already arranged by the caller
-            self._mu_sub, self._cov_sub = self._mu_sub[keep_sub], self._cov_sub[keep_sub]
-            self._pi_sub = self._pi_sub[keep_sub]
-        self._mu, self._cov, self._pi = mu, cov, pi
-        self.k_ = k_new
+        self._mix = mix
+        self.k_ = mix.k
         self._soft_stats = None
         self._z = z_new
         self._nets = None  # new parameters: the training module is rebuilt
-        if keep_sub is None and bool(fresh.any()):
+        if reseed and bool(fresh.any()):
             self._init_subclusters(x, z_new, fresh)
 
     # ------------------------------------------------------------------ outputs
@@ -661,142 +640,32 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         fitted density form one cluster (clustering/modes.py), described by the mean,
         covariance and weight of its components together (moment matching)."""
         if groups is None:
-            groups = (mode_clusters(self._mu, self._cov, self._pi) if self.config.merge_modes
-                      else torch.arange(self.k_, device=self._mu.device))
-        self.component_cluster_ = groups.to(self._mu.device)
+            mix = self._mix
+            groups = (mode_clusters(mix.mu, mix.cov, mix.pi) if self.config.merge_modes
+                      else torch.arange(self.k_, device=mix.mu.device))
+        self.component_cluster_ = groups.to(self._mix.mu.device)
         self.n_components_ = self.k_
         self.n_clusters_ = int(groups.max()) + 1
-        w, mu = self._pi, self._mu
+        w, mu = self._mix.pi, self._mix.mu
         weight = w.new_zeros(self.n_clusters_).index_add_(0, groups, w)
         mean = mu.new_zeros(self.n_clusters_, mu.shape[1]).index_add_(
             0, groups, w[:, None] * mu) / weight[:, None]
         dev = mu - mean[groups]
-        second = self._cov + dev[:, :, None] * dev[:, None, :]
-        cov = self._cov.new_zeros(self.n_clusters_, *self._cov.shape[1:]).index_add_(
+        second = self._mix.cov + dev[:, :, None] * dev[:, None, :]
+        cov = self._mix.cov.new_zeros(self.n_clusters_, *self._mix.cov.shape[1:]).index_add_(
             0, groups, w[:, None, None] * second) / weight[:, None, None]
         self.means_, self.covariances_ = self.transform_.to_input_units(mean, cov)
         self.weights_ = weight.cpu().numpy()
 
     # ------------------------------------------------------------------ persistence
-    def _state(self) -> dict[str, Any]:
-        cpu = torch.device("cpu")
-
-        def mv(t: Any) -> Any:
-            return t.detach().to(cpu) if torch.is_tensor(t) else t
-
-        return {
-            "format": FORMAT,
-            "config": asdict(self.config),
-            "dim": self._dim,
-            "k": self.k_,
-            "epoch": self.epoch_,
-            "transform": {key: mv(v) for key, v in self.transform_.state().items()},
-            "prior": {"m0": mv(self.prior_.m0), "psi": mv(self.prior_.psi),
-                      "nu": self.prior_.nu, "kappa": self.prior_.kappa},
-            "params": {name: mv(getattr(self, name)) for name in
-                       ("_mu", "_cov", "_pi", "_mu_sub", "_cov_sub", "_pi_sub")
-                       if hasattr(self, name)},
-            "cluster_net": {key: mv(v) for key, v in self.cluster_net_.state_dict().items()},
-            "sub_nets": {key: mv(v) for key, v in self.sub_nets_.state_dict().items()},
-            "opt_cluster": _optimizer_state(self._opt_cluster, self.cluster_net_),
-            "opt_sub": _optimizer_state(self._opt_sub, self.sub_nets_),
-            "component_cluster": mv(self.component_cluster_),
-            "schedule": {"last_move_epoch": self._last_move_epoch, "next_move": self._next_move,
-                         "sub_ready": self._sub_ready, "end_epoch": self._end_epoch,
-                         "quiet_log_joints": list(self._quiet_log_joints)},
-            "generator": self._generator.get_state(),
-            "history": copy.deepcopy(self.history_),
-            "metrics": getattr(self, "metrics_", None),
-        }
-
     def save(self, path: str) -> None:
-        """Everything needed to predict and to resume training, written atomically."""
-        if not self._fitted:
-            raise InputError("cannot save an unfitted model")
-        from data.files import save_torch
-
-        save_torch(path, self._state())
+        """Everything a later `DeepDPM.load` (and `fit(resume=True)`) needs, atomically."""
+        save_model(self, path)
 
     @classmethod
     def load(cls, path: str, device: str | None = None) -> DeepDPM:
-        """Load a model saved by `save` (tensors only; nothing is unpickled)."""
-        from pathlib import Path
-
-        p = Path(path)
-        state = load_torch_dict(p, "DeepDPM model")
-        if not str(state.get("format")).startswith("deepdpm-v"):
-            raise InputError(f"{p}: not a DeepDPM model file")
-        if state["format"] != FORMAT:
-            raise InputError(f"{p}: saved by another version of DeepDPM (format "
-                             f"{state['format']}, this one reads {FORMAT}); fit it again")
-        try:
-            params = dict(state["config"])
-            if device is not None:
-                params["device"] = device
-            model = cls(**params)
-            model.device_ = resolve_device(model.config.device)
-            model._restore_training(state)
-            _check_restored(model)
-        except InputError as exc:
-            raise InputError(f"{p}: damaged DeepDPM model file ({exc})") from exc
-        except Exception as exc:  # missing keys, wrong shapes: the file was altered
-            detail = str(exc).splitlines()[0][:160] if str(exc) else ""
-            raise InputError(f"{p}: damaged DeepDPM model file ({exc.__class__.__name__}"
-                             f"{': ' + detail if detail else ''})") from exc
-        model._train_state = state
-        model._fitted = True
-        return model
-
-    def _restore_training(self, state: dict[str, Any]) -> None:
-        dev = self.device_
-        cfg = self.config
-        self._dim, self.k_, self.epoch_ = state["dim"], state["k"], state["epoch"]
-        self.transform_ = InputTransform.from_state(state["transform"], dev)
-        self.n_features_in_ = self.transform_.in_dim
-        pr = state["prior"]
-        self.prior_ = NIWPrior(pr["m0"].to(dev), pr["psi"].to(dev), pr["nu"], pr["kappa"])
-        for name, value in state["params"].items():
-            setattr(self, name, value.to(dev))
-        self._generator = torch.Generator(device=dev)
-        self._generator.set_state(state["generator"])
-        hidden = list(cfg.cluster_hidden) if cfg.cluster_hidden else [50]
-        self.cluster_net_ = ClusterNet(self._dim, self.k_, hidden, self._generator, dev)
-        self.cluster_net_.load_state_dict(state["cluster_net"])
-        self.sub_nets_ = SubclusterNets(self._dim, self.k_, cfg.subcluster_hidden,
-                                        self._generator, dev)
-        self.sub_nets_.load_state_dict(state["sub_nets"])
-        self._generator.set_state(state["generator"])
-        self._opt_cluster = torch.optim.Adam(self.cluster_net_.parameters(), lr=cfg.cluster_lr)
-        self._opt_sub = torch.optim.Adam(self.sub_nets_.parameters(), lr=cfg.subcluster_lr)
-        self._opt_cluster.load_state_dict(state["opt_cluster"])
-        self._opt_sub.load_state_dict(state["opt_sub"])
-        self._nets = None
-        sched = state["schedule"]
-        self._last_move_epoch, self._next_move = sched["last_move_epoch"], sched["next_move"]
-        self._sub_ready = sched["sub_ready"]
-        # a resumed run with a larger max_epochs continues unless it had converged
-        self._quiet_log_joints = list(sched["quiet_log_joints"])
-        converged = sched["end_epoch"] < state["config"]["max_epochs"]
-        self._end_epoch = sched["end_epoch"] if converged else cfg.max_epochs
-        self.history_ = list(state["history"])
-        self.n_iter_, self.converged_ = len(self.history_), converged
-        if state.get("metrics") is not None:
-            self.metrics_ = state["metrics"]
-        self._soft_stats = None
-        self._set_clusters(state["component_cluster"].to(dev))
-        self._z = torch.empty(0, dtype=torch.long, device=dev)
-        if hasattr(self, "labels_") is False:
-            self.labels_ = np.empty(0, dtype=np.int64)
-
-    def _prepare_resume_buffers(self, x: Tensor) -> None:
-        """Rebuild the per-point buffers (not saved: they scale with N) from the nets."""
-        self._z = self._argmax_chunks(x)  # chunked: nothing N x K is kept
-        with torch.no_grad():
-            self._sub_resp = torch.cat([torch.softmax(self.sub_nets_(x[a:a + 65536],
-                                                                     self._z[a:a + 65536]), 1)
-                                        for a in range(0, len(x), 65536)])
-        self._soft_stats = None
-
+        """A model saved with `save` (device: where to put it; None: the saved setting)."""
+        return load_model(cls, path, device)
 
 
 # scikit-learn reads an estimator's parameters from its __init__ signature: DeepDPMConfig's
@@ -805,29 +674,3 @@ DeepDPM.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
        for f in fields(DeepDPMConfig)])
-
-def _check_restored(model: DeepDPM) -> None:
-    """Every restored array agrees with K and D (a tampered file fails here, not in predict)."""
-    k, dim = model.k_, model._dim
-    with torch.no_grad():
-        out = model.cluster_net_(torch.zeros(1, dim, device=model.device_)).shape
-    shapes = {"means": (model._mu.shape, (k, dim)),
-              "covariances": (model._cov.shape, (k, dim, dim)),
-              "weights": (model._pi.shape, (k,)), "cluster net output": (out, (1, k)),
-              "component_cluster": (model.component_cluster_.shape, (k,))}
-    for name, (got, want) in shapes.items():
-        if tuple(got) != want:
-            raise InputError(f"{name} have shape {tuple(got)}, expected {want} for K = {k}")
-    groups = model.component_cluster_
-    if bool((groups < 0).any()) or bool((groups >= k).any()):
-        raise InputError("component_cluster refers to clusters that do not exist")
-
-
-def _optimizer_state(opt: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, Any]:
-    """Optimizer state_dict with tensors moved to CPU (param order = module.parameters())."""
-    state = opt.state_dict()
-    return {
-        "state": {k: {n: (v.detach().cpu() if torch.is_tensor(v) else v) for n, v in s.items()}
-                  for k, s in state["state"].items()},
-        "param_groups": state["param_groups"],
-    }

@@ -196,7 +196,7 @@ def test_damaged_model_files_and_bad_predict_targets_give_one_line(embeddings, c
     predict = ["predict", None, str(tmp / "x.npy"), "--out", str(tmp / "p.npy")]
     for _case, change in [("missing key", lambda s: s.pop("prior")),
                          ("wrong K", lambda s: s.update(k=s["k"] + 2)),
-                         ("wrong means", lambda s: s["params"].update(_mu=s["params"]["_mu"][:1])),
+                         ("wrong means", lambda s: s["params"].update(mu=s["params"]["mu"][:1])),
                          ("bad groups", lambda s: s.update(component_cluster=s[
                              "component_cluster"] + 50)),
                          ("old format", lambda s: s.update(format="deepdpm-v1"))]:
