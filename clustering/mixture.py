@@ -73,3 +73,30 @@ class MixtureState:
         pi_sub[first] = w / w.sum(1, keepdim=True)
         return MixtureState(mu[kept], cov[kept], pi[kept], mu_sub[kept], cov_sub[kept],
                             pi_sub[kept])
+
+    def set_sub(self, mu: Tensor, cov: Tensor, counts: Tensor, mask: Tensor,
+                dirichlet_count: float) -> None:
+        """New sub-cluster parameters for the clusters in `mask` (mu (2K, D), cov
+        (2K, D, D): MAP estimates of the 2K sub-clusters; counts (2K,): their sizes, whose
+        Dirichlet posterior gives the weights within each parent)."""
+        a = dirichlet_count
+        counts = counts.view(-1, 2)
+        pi = (counts + a) / (counts.sum(1, keepdim=True) + 2 * a)
+        dim = mu.shape[1]
+        m = mask[:, None]
+        self.mu_sub = torch.where(m[..., None], mu.view(-1, 2, dim), self.mu_sub)
+        self.cov_sub = torch.where(m[..., None, None], cov.view(-1, 2, dim, dim), self.cov_sub)
+        self.pi_sub = torch.where(m, pi, self.pi_sub)
+
+    def grouped(self, groups: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(means, covariances, weights) of the clusters formed by grouping components
+        (`groups`: cluster index of each), each the moment-matched mixture of its members."""
+        n = int(groups.max()) + 1
+        w, mu = self.pi, self.mu
+        weight = w.new_zeros(n).index_add_(0, groups, w)
+        mean = mu.new_zeros(n, mu.shape[1]).index_add_(0, groups, w[:, None] * mu) / weight[:, None]
+        dev = mu - mean[groups]
+        second = self.cov + dev[:, :, None] * dev[:, None, :]
+        cov = self.cov.new_zeros(n, *self.cov.shape[1:]).index_add_(
+            0, groups, w[:, None, None] * second) / weight[:, None, None]
+        return mean, cov, weight

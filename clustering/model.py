@@ -46,7 +46,6 @@ from clustering.nets import (
 )
 from clustering.niw import (
     GaussianScorer,
-    NIWPrior,
     Stats,
     dirichlet_weights,
     grouped_stats,
@@ -60,20 +59,26 @@ from clustering.persistence import (
     restore_training,
     save_model,
 )
+from clustering.prior import data_prior
 from clustering.start import initial_partition
-from clustering.transform import InputTransform, moments
+from clustering.transform import InputTransform
 from clustering.validation import (
-    MIN_POINTS,
     NotFittedError,
     check_array,
     check_config,
-    check_labels,
+    check_fit_inputs,
 )
 from data.devices import resolve_device
 from data.errors import InputError
 from data.records import EpochCallback, EpochRecord
 
 MIN_STEPS_PER_EPOCH = 20  # small data sets get smaller batches, so the nets still learn
+
+
+def epoch_batch_size(cap: int, n_max: int) -> int:
+    """The batch every rank steps with: at most `cap`, and small enough that the largest
+    shard (n_max rows) still takes MIN_STEPS_PER_EPOCH steps an epoch."""
+    return min(cap, max(16, -(-n_max // MIN_STEPS_PER_EPOCH)))
 
 
 class DeepDPM(ClusterMixin, BaseEstimator):
@@ -108,7 +113,9 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         Under torchrun (a process group initialised), X and y are this rank's shard
         (near-equal shards, in rank order); `labels_` then covers every shard, in order."""
         cfg = self.config
-        x_np, y = self._check_inputs(X, y)
+        self._world = World.current()
+        x_np, y, self._n_total, self._n_max = check_fit_inputs(
+            X, y, self._world, lambda n_max: epoch_batch_size(cfg.batch_size, n_max))
         check_config(cfg, self._n_total, x_np.shape[1])
         self.device_ = self._world.device(resolve_device(cfg.device))
         threads = torch.get_num_threads()
@@ -119,36 +126,6 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         finally:
             torch.set_num_threads(threads)
         return self
-
-    def _check_inputs(self, X: Any, y_eval: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """Checked X and labels (all shards' labels, gathered); every rank fails together."""
-        world = self._world = World.current()
-        error, x_np, y = None, None, None
-        try:
-            x_np = check_array(X, "X", min_rows=1 if world.active else MIN_POINTS)
-            y = check_labels(y_eval, x_np.shape[0]) if y_eval is not None else None
-        except InputError as exc:
-            error = exc
-        world.agree(error)
-        self._n_total = world.count(x_np.shape[0])
-        if world.active:
-            shapes = world.gather_object(x_np.shape)
-            if len({d for _, d in shapes}) > 1:
-                raise InputError(f"the ranks' shards have different widths {shapes}")
-            if self._n_total < MIN_POINTS:
-                raise InputError(f"X has {self._n_total} rows over all shards; at least "
-                                 f"{MIN_POINTS} points are needed")
-            self._n_max = max(n for n, _ in shapes)
-            steps = -(-self._n_max // self._batch_size())
-            if min(n for n, _ in shapes) < steps:
-                raise InputError(f"the shards are too uneven {[n for n, _ in shapes]}: every "
-                                 f"rank takes {steps} steps per epoch, so each needs at least "
-                                 f"{steps} rows; give each rank about N / {world.size} rows")
-            if y is not None:
-                y = np.concatenate(world.gather_object(y))
-        else:
-            self._n_max = x_np.shape[0]
-        return x_np, y
 
     def _fit(self, x_np: np.ndarray, y: np.ndarray | None, init_means: Any,
              on_epoch: EpochCallback | None, resume: bool) -> None:
@@ -174,7 +151,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             x = self.transform_(x_np)
             self._generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
             self._set_data_generator(0)
-            self.prior_ = self._build_prior(x)
+            self.prior_ = data_prior(x, cfg, self.transform_, self._world)
             self._init_params(x, init_means)
             self.history_: list[EpochRecord] = []
             start = 0
@@ -293,30 +270,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         return torch.tensor_split(perm, -(-self._n_max // batch))
 
     def _batch_size(self) -> int:
-        """An upper bound on the batch: the largest shard still gets MIN_STEPS_PER_EPOCH."""
-        return min(self.config.batch_size, max(16, -(-self._n_max // MIN_STEPS_PER_EPOCH)))
-
-    def _build_prior(self, x: Tensor) -> NIWPrior:
-        cfg, dim = self.config, x.shape[1]
-        if cfg.prior_sigma_choice == "isotropic":
-            psi = cfg.prior_sigma_scale * torch.eye(dim, dtype=torch.float64, device=x.device)
-        elif cfg.prior_sigma_choice == "data_std":
-            var = torch.diagonal(moments(x, world=self._world)[1])
-            psi = cfg.prior_sigma_scale * torch.diag(var.sqrt().clamp_min(1e-12))
-        elif cfg.prior_sigma_choice == "data_var":
-            var = torch.diagonal(moments(x, world=self._world)[1])
-            psi = (cfg.prior_sigma_scale * var.mean().clamp_min(1e-12)
-                   * torch.eye(dim, dtype=torch.float64, device=x.device))
-        else:  # data_cov: scale x the data's covariance, kept positive definite
-            cov = moments(x, world=self._world)[1]
-            ridge = 1e-6 * torch.diagonal(cov).mean().clamp_min(1e-30)
-            psi = cfg.prior_sigma_scale * (cov + ridge * torch.eye(dim, dtype=cov.dtype,
-                                                                   device=cov.device))
-        m0 = torch.zeros(dim, dtype=torch.float64, device=x.device)  # x is centred on the mean
-        if cfg.prior_mu == "zero":
-            m0 = self.transform_(np.zeros((1, self.transform_.in_dim)))[0].double()
-        nu = float(cfg.nu) if cfg.nu is not None else dim + 2.0
-        return NIWPrior(m0=m0, psi=psi, nu=nu, kappa=cfg.kappa)
+        return epoch_batch_size(self.config.batch_size, self._n_max)
 
     def _init_params(self, x: Tensor, init_means: Any) -> None:
         cfg, dim = self.config, x.shape[1]  # dim: after the transform
@@ -479,15 +433,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
     def _set_sub_params(self, stats: Stats, mask: Tensor) -> None:
         """Sub-cluster MAP parameters for the clusters in `mask` (weights within parent)."""
         mu, cov = map_params(stats, self.prior_)
-        a = self.config.dirichlet_count
-        counts = stats.n.view(-1, 2)
-        pi = (counts + a) / (counts.sum(1, keepdim=True) + 2 * a)
-        dim = mu.shape[1]
-        m = mask[:, None]
-        self._mix.mu_sub = torch.where(m[..., None], mu.view(-1, 2, dim), self._mix.mu_sub)
-        self._mix.cov_sub = torch.where(m[..., None, None], cov.view(-1, 2, dim, dim),
-                                        self._mix.cov_sub)
-        self._mix.pi_sub = torch.where(m, pi, self._mix.pi_sub)
+        self._mix.set_sub(mu, cov, stats.n, mask, self.config.dirichlet_count)
 
     def _sub_m_step(self, x: Tensor, z: Tensor) -> None:
         self._set_sub_params(self._sub_stats(x, z),
@@ -646,14 +592,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         self.component_cluster_ = groups.to(self._mix.mu.device)
         self.n_components_ = self.k_
         self.n_clusters_ = int(groups.max()) + 1
-        w, mu = self._mix.pi, self._mix.mu
-        weight = w.new_zeros(self.n_clusters_).index_add_(0, groups, w)
-        mean = mu.new_zeros(self.n_clusters_, mu.shape[1]).index_add_(
-            0, groups, w[:, None] * mu) / weight[:, None]
-        dev = mu - mean[groups]
-        second = self._mix.cov + dev[:, :, None] * dev[:, None, :]
-        cov = self._mix.cov.new_zeros(self.n_clusters_, *self._mix.cov.shape[1:]).index_add_(
-            0, groups, w[:, None, None] * second) / weight[:, None, None]
+        mean, cov, weight = self._mix.grouped(groups)
         self.means_, self.covariances_ = self.transform_.to_input_units(mean, cov)
         self.weights_ = weight.cpu().numpy()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from clustering.config import DeepDPMConfig
+from clustering.distributed import World
 from data.errors import InputError
 
 MIN_POINTS = 10
@@ -69,6 +71,39 @@ def check_array(X: Any, name: str = "X", min_rows: int = MIN_POINTS) -> np.ndarr
         raise InputError(f"{name} has NaN or Inf in {int(bad.sum())} of {arr.shape[0]} rows "
                          f"(first at row {int(np.argmax(bad))})")
     return np.ascontiguousarray(arr)
+
+
+def check_fit_inputs(X: Any, y: Any, world: World, batch_size: Callable[[int], int],
+                     ) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """(X, labels, total rows, rows of the largest shard), checked; with several ranks X
+    and y are this rank's shard, the labels come back gathered from every shard, and a bad
+    shard on any rank fails every rank with the same message. `batch_size(n_max)`: the
+    batch the ranks step with (every shard must fill as many steps as the largest)."""
+    error, x_np, labels = None, None, None
+    try:
+        x_np = check_array(X, "X", min_rows=1 if world.active else MIN_POINTS)
+        labels = check_labels(y, x_np.shape[0]) if y is not None else None
+    except InputError as exc:
+        error = exc
+    world.agree(error)
+    n_total = world.count(x_np.shape[0])
+    if not world.active:
+        return x_np, labels, n_total, x_np.shape[0]
+    shapes = world.gather_object(x_np.shape)
+    if len({d for _, d in shapes}) > 1:
+        raise InputError(f"the ranks' shards have different widths {shapes}")
+    if n_total < MIN_POINTS:
+        raise InputError(f"X has {n_total} rows over all shards; at least {MIN_POINTS} points "
+                         "are needed")
+    n_max = max(n for n, _ in shapes)
+    steps = -(-n_max // batch_size(n_max))
+    if min(n for n, _ in shapes) < steps:
+        raise InputError(f"the shards are too uneven {[n for n, _ in shapes]}: every rank "
+                         f"takes {steps} steps per epoch, so each needs at least {steps} "
+                         f"rows; give each rank about N / {world.size} rows")
+    if labels is not None:
+        labels = np.concatenate(world.gather_object(labels))
+    return x_np, labels, n_total, n_max
 
 
 def check_labels(y: Any, n: int) -> np.ndarray:
