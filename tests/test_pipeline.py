@@ -479,3 +479,22 @@ def test_config_files_extend_others(tmp_path: Path) -> None:
     _write(tmp_path / "lost.yaml", {"inner": {"extends": "nowhere.yaml"}})
     with pytest.raises(DataNotFoundError, match=r"lost.yaml: extends nowhere.yaml, but"):
         load_config(_Schema, [tmp_path / "lost.yaml"])
+
+
+def test_report_reads_the_clustering_through_its_manifest(
+        tmp_path: Path, embeddings: tuple[Path, Path]) -> None:
+    """The report finds labels, history and metrics by the cluster manifest's artifacts;
+    a manifest that does not name them says which stage to rerun."""
+    path = _import_config(tmp_path, embeddings)
+    run_pipeline(path, log=_quiet)
+    cluster = tmp_path / "out" / "imp" / "cluster"
+    manifest = json.loads((cluster / "manifest.json").read_text())
+    assert {k: manifest["artifacts"][k] for k in ("labels", "history", "metrics")} == {
+        "labels": "labels.npy", "history": "history.csv", "metrics": "metrics.json"}
+    report = json.loads((tmp_path / "out" / "imp" / "report" / "metrics.json").read_text())
+    assert report["stages"]["cluster"]["k"] == json.loads(
+        (cluster / "metrics.json").read_text())["k"]
+    del manifest["artifacts"]["history"]
+    (cluster / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataNotFoundError, match=r"names no \['history'\].*--only cluster"):
+        run_pipeline(path, only="report", log=_quiet)
