@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from clustering.mixture import MixtureState
 from clustering.nets import ClusterNet, SubclusterNets
 from clustering.niw import NIWPrior
+from clustering.training import Training, cluster_hidden
 from clustering.transform import InputTransform
 from data.devices import resolve_device
 from data.errors import InputError
@@ -30,6 +30,7 @@ FORMAT = "deepdpm-v4"  # v2: clusters by mode; v3: unit change; v4: transform ->
 def model_state(model: DeepDPM) -> dict[str, Any]:
     """Everything needed to predict and to resume training (tensors on the CPU)."""
     cpu = torch.device("cpu")
+    fit = model._fitted_training()
 
     def mv(t: Any) -> Any:
         return t.detach().to(cpu) if torch.is_tensor(t) else t
@@ -38,24 +39,25 @@ def model_state(model: DeepDPM) -> dict[str, Any]:
         "format": FORMAT,
         "config": asdict(model.config),
         "dim": model._dim,
-        "k": model.k_,
+        "k": fit.k,
         "epoch": model.epoch_,
         "transform": {key: mv(v) for key, v in model.transform_.state().items()},
         "prior": {"m0": mv(model.prior_.m0), "psi": mv(model.prior_.psi),
                   "nu": model.prior_.nu, "kappa": model.prior_.kappa},
-        "params": {name: mv(t) for name, t in model._mix.arrays().items()},
-        "cluster_net": {key: mv(v) for key, v in model.cluster_net_.state_dict().items()},
-        "sub_nets": {key: mv(v) for key, v in model.sub_nets_.state_dict().items()},
-        "opt_cluster": optimizer_state(model._opt_cluster, model.cluster_net_),
-        "opt_sub": optimizer_state(model._opt_sub, model.sub_nets_),
+        "params": {name: mv(t) for name, t in fit.mix.arrays().items()},
+        "cluster_net": {key: mv(v) for key, v in fit.cluster_net.state_dict().items()},
+        "sub_nets": {key: mv(v) for key, v in fit.sub_nets.state_dict().items()},
+        "opt_cluster": optimizer_state(fit.opt_cluster),
+        "opt_sub": optimizer_state(fit.opt_sub),
         "component_cluster": mv(model.component_cluster_),
-        "schedule": {"last_move_epoch": model._last_move_epoch, "next_move": model._next_move,
-                     "sub_ready": model._sub_ready, "end_epoch": model._end_epoch,
-                     "quiet_log_joints": list(model._quiet_log_joints)},
-        "generator": model._generator.get_state(),
+        "schedule": {"last_move_epoch": fit.last_move_epoch, "next_move": fit.next_move,
+                     "sub_ready": fit.sub_ready, "end_epoch": fit.end_epoch,
+                     "quiet_log_joints": list(fit.quiet_log_joints)},
+        "generator": fit.generator.get_state(),
         "history": copy.deepcopy(model.history_),
         "metrics": getattr(model, "metrics_", None),
     }
+
 
 def save_model(model: DeepDPM, path: str | Path) -> None:
     """`model_state`, written atomically."""
@@ -80,7 +82,7 @@ def load_model(cls: type[DeepDPM], path: str | Path, device: str | None = None) 
         model = cls(**params)
         model.device_ = resolve_device(model.config.device)
         restore_training(model, state)
-        check_restored(model)
+        check_restored(model, state["k"])
     except InputError as exc:
         raise InputError(f"{p}: damaged DeepDPM model file ({exc})") from exc
     except Exception as exc:  # missing keys, wrong shapes: the file was altered
@@ -92,64 +94,57 @@ def load_model(cls: type[DeepDPM], path: str | Path, device: str | None = None) 
     return model
 
 def restore_training(model: DeepDPM, state: dict[str, Any]) -> None:
-    """Put the saved mixture, nets, optimisers, schedule and history back into `model`."""
+    """Put the saved transform, prior, training state (mixture, nets, optimisers, schedule)
+    and history back into `model`. The per-point buffers stay empty until a resumed fit
+    rebuilds them (`Training.rebuild_buffers`)."""
     dev = model.device_
     cfg = model.config
-    model._dim, model.k_, model.epoch_ = state["dim"], state["k"], state["epoch"]
+    model._dim, model.epoch_ = state["dim"], state["epoch"]
     model.transform_ = InputTransform.from_state(state["transform"], dev)
     model.n_features_in_ = model.transform_.in_dim
     pr = state["prior"]
     model.prior_ = NIWPrior(pr["m0"].to(dev), pr["psi"].to(dev), pr["nu"], pr["kappa"])
-    model._mix = MixtureState(**{name: t.to(dev) for name, t in state["params"].items()})
-    model._generator = torch.Generator(device=dev)
-    model._generator.set_state(state["generator"])
-    hidden = list(cfg.cluster_hidden) if cfg.cluster_hidden else [50]
-    model.cluster_net_ = ClusterNet(model._dim, model.k_, hidden, model._generator, dev)
-    model.cluster_net_.load_state_dict(state["cluster_net"])
-    model.sub_nets_ = SubclusterNets(model._dim, model.k_, cfg.subcluster_hidden,
-                                    model._generator, dev)
-    model.sub_nets_.load_state_dict(state["sub_nets"])
-    model._generator.set_state(state["generator"])
-    model._opt_cluster = torch.optim.Adam(model.cluster_net_.parameters(), lr=cfg.cluster_lr)
-    model._opt_sub = torch.optim.Adam(model.sub_nets_.parameters(), lr=cfg.subcluster_lr)
-    model._opt_cluster.load_state_dict(state["opt_cluster"])
-    model._opt_sub.load_state_dict(state["opt_sub"])
-    model._nets = None
+    generator = torch.Generator(device=dev)
+    generator.set_state(state["generator"])
+    fit = Training(cfg, model.prior_, model._world, dev, generator, n_total=0, n_max=0)
+    fit.mix = MixtureState(**{name: t.to(dev) for name, t in state["params"].items()})
+    k = state["k"]
+    fit.cluster_net = ClusterNet(model._dim, k, cluster_hidden(cfg), generator, dev)
+    fit.cluster_net.load_state_dict(state["cluster_net"])
+    fit.sub_nets = SubclusterNets(model._dim, k, cfg.subcluster_hidden, generator, dev)
+    fit.sub_nets.load_state_dict(state["sub_nets"])
+    generator.set_state(state["generator"])
+    fit.opt_cluster = torch.optim.Adam(fit.cluster_net.parameters(), lr=cfg.cluster_lr)
+    fit.opt_sub = torch.optim.Adam(fit.sub_nets.parameters(), lr=cfg.subcluster_lr)
+    fit.opt_cluster.load_state_dict(state["opt_cluster"])
+    fit.opt_sub.load_state_dict(state["opt_sub"])
     sched = state["schedule"]
-    model._last_move_epoch, model._next_move = sched["last_move_epoch"], sched["next_move"]
-    model._sub_ready = sched["sub_ready"]
+    fit.last_move_epoch, fit.next_move = sched["last_move_epoch"], sched["next_move"]
+    fit.sub_ready = sched["sub_ready"]
     # a resumed run with a larger max_epochs continues unless it had converged
-    model._quiet_log_joints = list(sched["quiet_log_joints"])
+    fit.quiet_log_joints = list(sched["quiet_log_joints"])
     converged = sched["end_epoch"] < state["config"]["max_epochs"]
-    model._end_epoch = sched["end_epoch"] if converged else cfg.max_epochs
+    fit.end_epoch = sched["end_epoch"] if converged else cfg.max_epochs
+    fit.z = torch.empty(0, dtype=torch.long, device=dev)
+    model._training = fit
     model.history_ = list(state["history"])
     model.n_iter_, model.converged_ = len(model.history_), converged
     if state.get("metrics") is not None:
         model.metrics_ = state["metrics"]
-    model._soft_stats = None
     model._set_clusters(state["component_cluster"].to(dev))
-    model._z = torch.empty(0, dtype=torch.long, device=dev)
-    if hasattr(model, "labels_") is False:
+    if not hasattr(model, "labels_"):
         model.labels_ = np.empty(0, dtype=np.int64)
 
-def prepare_resume_buffers(model: DeepDPM, x: Tensor) -> None:
-    """Rebuild the per-point buffers (not saved: they scale with N) from the nets."""
-    model._z = model._argmax_chunks(x)  # chunked: nothing N x K is kept
-    with torch.no_grad():
-        model._sub_resp = torch.cat([torch.softmax(model.sub_nets_(x[a:a + 65536],
-                                                                 model._z[a:a + 65536]), 1)
-                                    for a in range(0, len(x), 65536)])
-    model._soft_stats = None
 
-
-def check_restored(model: DeepDPM) -> None:
-    """Every restored array agrees with K and D (a tampered file fails here, not in predict)."""
-    k, dim = model.k_, model._dim
+def check_restored(model: DeepDPM, k: int) -> None:
+    """Every restored array agrees with the saved K and D (a tampered file fails here, not
+    in predict)."""
+    mix, dim = model._fitted_training().mix, model._dim
     with torch.no_grad():
         out = model.cluster_net_(torch.zeros(1, dim, device=model.device_)).shape
-    shapes = {"means": (model._mix.mu.shape, (k, dim)),
-              "covariances": (model._mix.cov.shape, (k, dim, dim)),
-              "weights": (model._mix.pi.shape, (k,)), "cluster net output": (out, (1, k)),
+    shapes = {"means": (mix.mu.shape, (k, dim)),
+              "covariances": (mix.cov.shape, (k, dim, dim)),
+              "weights": (mix.pi.shape, (k,)), "cluster net output": (out, (1, k)),
               "component_cluster": (model.component_cluster_.shape, (k,))}
     for name, (got, want) in shapes.items():
         if tuple(got) != want:
@@ -159,7 +154,7 @@ def check_restored(model: DeepDPM) -> None:
         raise InputError("component_cluster refers to clusters that do not exist")
 
 
-def optimizer_state(opt: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, Any]:
+def optimizer_state(opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Optimizer state_dict with tensors moved to CPU (param order = module.parameters())."""
     state = opt.state_dict()
     return {
