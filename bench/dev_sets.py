@@ -45,19 +45,12 @@ def autoencoder_codes(x: np.ndarray, seed: int = 0, epochs: int = 60) -> np.ndar
     """10-D codes of the paper's 500-500-2000-10 autoencoder, trained on x (rows scaled)."""
     import torch
 
-    from clustering.autoencoder import (
-        AutoEncoder,
-        InputScaler,
-        TrainSettings,
-        encode,
-        train_autoencoder,
-    )
+    from clustering.autoencoder import AutoEncoder, TrainSettings, encode, train_autoencoder
+    from clustering.transform import InputTransform
 
     torch.manual_seed(seed)
     torch.set_num_threads(2)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    scaler = InputScaler("scale").fit(xt)
-    xs = scaler(xt)
+    xs = InputTransform("scale").fit(x, torch.device("cpu")).apply(x)
     ae = AutoEncoder(x.shape[1], [500, 500, 2000], 10)
     gen = torch.Generator().manual_seed(seed)
     train_autoencoder(ae, xs, TrainSettings(epochs=epochs, lr=1e-3, batch_size=256), gen)

@@ -36,7 +36,6 @@ from clustering.alternation_files import (
 )
 from clustering.autoencoder import (
     AutoEncoder,
-    InputScaler,
     TrainSettings,
     ae_state,
     encode,
@@ -47,6 +46,7 @@ from clustering.config import as_dict, make_alternation_config, make_cluster_par
 from clustering.metrics import evaluate
 from clustering.model import DeepDPM
 from clustering.pull import cluster_means, code_unit, hard_pull, soft_means, soft_pull
+from clustering.transform import InputTransform
 from clustering.validation import check_array, check_labels
 from data.devices import resolve_device
 from data.errors import ConfigError, InputError
@@ -94,12 +94,9 @@ class AEAlternation:
         self._files = RunFolder(self.out_dir)
         emit = on_epoch or (lambda record: None)
         fingerprint = data_fingerprint(x_np)
-        x_raw = torch.as_tensor(x_np, device=self.device_)
-
-        ae, scaler, reused = self._pretrained(x_raw, fingerprint, emit)
+        ae, scaler, reused = self._pretrained(x_np, fingerprint, emit)
         self.autoencoder_, self.scaler_ = ae, scaler
-        x = scaler(x_raw)
-        del x_raw
+        x = scaler.apply(x_np)
         start, prev = self._resume_state(fingerprint, reused, ae)
         for t in range(start, cfg.n_alternations):
             prev = self._alternation(t, ae, x, y, prev, emit)
@@ -114,7 +111,7 @@ class AEAlternation:
         if x_np.shape[1] != self.autoencoder_.in_dim:
             raise InputError(f"X has {x_np.shape[1]} columns but the encoder was trained on "
                              f"{self.autoencoder_.in_dim}")
-        x = self.scaler_(torch.as_tensor(x_np, device=self.device_))
+        x = self.scaler_.apply(x_np)
         return encode(self.autoencoder_, x).cpu().numpy()
 
     def predict(self, X: Any) -> np.ndarray:
@@ -162,20 +159,20 @@ class AEAlternation:
             ae = AutoEncoder(dim, cfg.hidden_dims, cfg.latent_dim)
         return ae.to(self.device_)
 
-    def _pretrained(self, x_raw: Tensor, fingerprint: dict[str, Any],
-                    emit: EpochCallback) -> tuple[AutoEncoder, InputScaler, bool]:
+    def _pretrained(self, x_np: np.ndarray, fingerprint: dict[str, Any],
+                    emit: EpochCallback) -> tuple[AutoEncoder, InputTransform, bool]:
         """Load out_dir/ae_pretrained.pt when usable, else pretrain and save it."""
         cfg, path = self.config, self._files.path("ae_pretrained.pt")
         if path is not None and path.is_file() and cfg.resume:
             ae, scaler, state = load_ae_state(path, self.device_)
-            self._check_pretrained(path, ae, scaler, state, x_raw.shape[1], fingerprint)
+            self._check_pretrained(path, ae, scaler, state, x_np.shape[1], fingerprint)
             return ae, scaler, True
-        scaler = InputScaler(cfg.input_transform).fit(x_raw)
-        ae = self._new_ae(x_raw.shape[1])
+        scaler = InputTransform(cfg.input_transform).fit(x_np, self.device_)
+        ae = self._new_ae(x_np.shape[1])
         gen = torch.Generator().manual_seed(cfg.seed)
         settings = TrainSettings(cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size)
         log = train_autoencoder(
-            ae, scaler(x_raw), settings, gen,
+            ae, scaler.apply(x_np), settings, gen,
             on_epoch=lambda rec: emit({"stage": "pretrain", "alternation": -1, **rec}))
         self._pretrain_loss = log[-1]["recon_loss"]
         if path is not None:
@@ -183,7 +180,7 @@ class AEAlternation:
                                       recon_loss=self._pretrain_loss))
         return ae, scaler, False
 
-    def _check_pretrained(self, path: Path, ae: AutoEncoder, scaler: InputScaler,
+    def _check_pretrained(self, path: Path, ae: AutoEncoder, scaler: InputTransform,
                           state: dict[str, Any], dim: int, fingerprint: dict[str, Any]) -> None:
         """Reused weights must fit the settings and (when recorded) the data."""
         cfg = self.config

@@ -8,9 +8,9 @@ The authors end the encoder with ReLU -> BatchNorm, so their codes are non-negat
 depend on batch statistics in training mode; a linear code has neither quirk, and
 DeepDPM's prior adapts to the code scale through its data-derived Psi.
 
-Inputs are rescaled by `InputScaler` (fitted once, stored with the weights) so that
-the same reconstruction weight means the same thing on 128-D unit-norm MoCo features
-and on raw PCA coordinates.
+Inputs are rescaled by an `InputTransform` (clustering/transform.py; fitted once, stored
+with the weights) so that the same reconstruction weight means the same thing on 128-D
+unit-norm MoCo features and on raw PCA coordinates.
 """
 
 from __future__ import annotations
@@ -22,56 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clustering.config import AE_INPUT_TRANSFORMS
+from clustering.transform import InputTransform
 from data.errors import InputError
 from data.files import load_torch_dict
 from data.records import EpochCallback
 
-FORMAT = "deepdpm-ae-v1"
-
-
-class InputScaler:
-    """Row/column preprocessing of the AE input, fitted on the training data.
-
-    none: as is; normalize: rows to unit L2 norm (the authors' default transform);
-    scale: centre, then one global factor so the mean squared row norm is 1 (keeps the
-    geometry); standardize: per-column z-score.
-    """
-
-    def __init__(self, kind: str = "scale"):
-        if kind not in AE_INPUT_TRANSFORMS:
-            raise InputError(f"input_transform must be one of {AE_INPUT_TRANSFORMS}, got {kind!r}")
-        self.kind = kind
-        self.mean: Tensor | None = None
-        self.scale: Tensor | None = None
-
-    def fit(self, x: Tensor) -> InputScaler:
-        if self.kind == "scale":
-            self.mean = x.mean(0)
-            self.scale = ((x - self.mean).pow(2).sum(1).mean().sqrt()).clamp_min(1e-12)
-        elif self.kind == "standardize":
-            self.mean, self.scale = x.mean(0), x.std(0).clamp_min(1e-12)
-        return self
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.kind == "normalize":
-            return nn.functional.normalize(x, dim=1)
-        if self.kind in ("scale", "standardize"):
-            return (x - self.mean) / self.scale
-        return x
-
-    def state(self) -> dict[str, Any]:
-        cpu = torch.device("cpu")
-        return {"kind": self.kind,
-                "mean": None if self.mean is None else self.mean.detach().to(cpu),
-                "scale": None if self.scale is None else self.scale.detach().to(cpu)}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> InputScaler:
-        scaler = cls(state["kind"])
-        scaler.mean = None if state["mean"] is None else state["mean"].to(device)
-        scaler.scale = None if state["scale"] is None else state["scale"].to(device)
-        return scaler
+FORMAT = "deepdpm-ae-v2"  # v2: the input transform is an InputTransform
 
 
 def _mlp(widths: Sequence[int]) -> nn.Sequential:
@@ -169,7 +125,7 @@ def encode(ae: AutoEncoder, x: Tensor, chunk: int = 65536) -> Tensor:
     return torch.cat([ae.encoder(x[a:a + chunk]) for a in range(0, x.shape[0], chunk)])
 
 
-def ae_state(ae: AutoEncoder, scaler: InputScaler, **extra: Any) -> dict[str, Any]:
+def ae_state(ae: AutoEncoder, scaler: InputTransform, **extra: Any) -> dict[str, Any]:
     """Weights + architecture + input scaling as plain tensors (loadable weights_only)."""
     cpu = torch.device("cpu")
     return {"format": FORMAT, **ae.arch(), "input_transform": scaler.state(),
@@ -177,7 +133,7 @@ def ae_state(ae: AutoEncoder, scaler: InputScaler, **extra: Any) -> dict[str, An
             **extra}
 
 
-def load_ae_state(path: Any, device: torch.device) -> tuple[AutoEncoder, InputScaler,
+def load_ae_state(path: Any, device: torch.device) -> tuple[AutoEncoder, InputTransform,
                                                              dict[str, Any]]:
     """Rebuild (AE, scaler, raw state) from a file written with `ae_state`."""
     state = load_torch_dict(path, "autoencoder weights")
@@ -186,4 +142,4 @@ def load_ae_state(path: Any, device: torch.device) -> tuple[AutoEncoder, InputSc
     ae = AutoEncoder(state["in_dim"], state["hidden"], state["latent_dim"]).to(device)
     ae.load_state_dict(state["state_dict"])
     ae.eval()
-    return ae, InputScaler.from_state(state["input_transform"], device), state
+    return ae, InputTransform.from_state(state["input_transform"], device), state

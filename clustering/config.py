@@ -97,7 +97,9 @@ CONFIG_KEYS = tuple(f.name for f in fields(DeepDPMConfig))
 
 # ---------------------------------------------------------------------- AE alternation
 ASSIGNMENTS = ("hard", "soft")
-AE_INPUT_TRANSFORMS = ("none", "normalize", "scale", "standardize")
+# the kinds of clustering/transform.py each input accepts
+INPUT_TRANSFORMS = ("none", "normalize", "standardize", "whiten")  # DeepDPM's
+AE_INPUT_TRANSFORMS = ("none", "normalize", "scale", "standardize")  # the autoencoder's
 
 
 @dataclass

@@ -121,7 +121,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         self.n_features_in_ = x_np.shape[1]
         self.transform_ = InputTransform(cfg.input_transform, cfg.whiten_dim).fit(
             x_np, self.device_, self._world)
-        x = self.transform_(x_np)
+        x = self.transform_.transform(x_np)
         generator = torch.Generator(device=self.device_).manual_seed(cfg.seed)
         self.prior_ = data_prior(x, cfg, self.transform_, self._world)
         training = Training(cfg, self.prior_, self._world, self.device_, generator,
@@ -131,7 +131,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             if centres.shape[1] != self.n_features_in_:
                 raise InputError(f"init_means has {centres.shape[1]} columns, X has "
                                  f"{self.n_features_in_}")
-            labels, _ = nearest_centre(x, self.transform_(centres))
+            labels, _ = nearest_centre(x, self.transform_.transform(centres))
             k = centres.shape[0]
         else:
             labels = initial_partition(x, cfg.init_k, self.prior_, cfg.alpha, generator,
@@ -157,7 +157,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
         restore_training(self, self._train_state)
         training = self._fitted_training()
         training.n_total, training.n_max = n_total, n_max
-        x = self.transform_(x_np)
+        x = self.transform_.transform(x_np)
         training.rebuild_buffers(x)
         training.set_data_generator(self.epoch_ + 1)
         return x
@@ -228,7 +228,7 @@ class DeepDPM(ClusterMixin, BaseEstimator):
             raise InputError(f"X has {x_np.shape[1]} features, but DeepDPM is expecting "
                              f"{self.transform_.in_dim} features as input (the columns it "
                              "was fitted on)")
-        return self.transform_(x_np)
+        return self.transform_.transform(x_np)
 
     def _export(self, x: Tensor) -> None:
         self._dim = x.shape[1]

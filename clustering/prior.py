@@ -38,6 +38,6 @@ def data_prior(x: Tensor, cfg: DeepDPMConfig, transform: InputTransform,
                                                                device=cov.device))
     m0 = torch.zeros(dim, dtype=torch.float64, device=x.device)  # x is centred on the mean
     if cfg.prior_mu == "zero":
-        m0 = transform(np.zeros((1, transform.in_dim)))[0].double()
+        m0 = transform.transform(np.zeros((1, transform.in_dim)))[0].double()
     nu = float(cfg.nu) if cfg.nu is not None else dim + 2.0
     return NIWPrior(m0=m0, psi=psi, nu=nu, kappa=cfg.kappa)

@@ -1,13 +1,23 @@
-"""Input preprocessing fitted on the training data and reused by predict.
+"""Input preprocessing fitted on the training data and reused on new data: the one
+input transform of the package (DeepDPM's `input_transform`, and the autoencoder's).
 
-Two steps. First a unit change computed in float64 (centre, then divide by one scalar, the
-root-mean-square distance from the centre), so the nets, k-means and the float32
-sufficient statistics always see numbers of order 1: the result does not depend on the
-data's units (blobs at scale 1e-6 and 1e6, or shifted by 1e6, get the same labels), and
-values near the float32 limit do not overflow. One scalar keeps every shape (the data_cov
-prior is affine-equivariant, so the posterior over partitions is unchanged). Then the
-user's `transform` (none, normalize, standardize, whiten), which is unaffected by the unit
-change (normalize skips the centring: row norms are not translation invariant).
+Kinds: none (as is), normalize (rows to unit L2 norm), scale (centre, then one factor so
+the mean squared row norm is 1: keeps the geometry), standardize (per-column z-score),
+whiten (PCA whitening to `whiten_dim` components).
+
+Every kind is computed after a unit change in float64 (centre, then divide by one scalar,
+the root-mean-square distance from the centre), so that the float32 arithmetic always sees
+numbers of order 1: the result does not depend on the data's units (blobs at scale 1e-6
+and 1e6, or shifted by 1e6, get the same labels), and values near the float32 limit do
+not overflow. Every kind but none is unaffected by that change (normalize skips the
+centring: row norms are not translation invariant).
+
+Two outputs. `apply(x)` is the transform itself (none: X as is); the autoencoder trains on
+it, because its losses depend on the input's scale. `transform(x)` is DeepDPM's model
+space: the unit change also applies to none, and the result is centred. DeepDPM's
+posterior over partitions does not change under one affine map of its input (the data_cov
+prior is affine-equivariant), so this costs nothing; `to_input_units` maps its means and
+covariances back.
 """
 
 from __future__ import annotations
@@ -19,10 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustering.config import AE_INPUT_TRANSFORMS, INPUT_TRANSFORMS
 from clustering.distributed import World
 from data.errors import InputError
 
 CHUNK = 65536
+KINDS = tuple(dict.fromkeys(INPUT_TRANSFORMS + AE_INPUT_TRANSFORMS))
 
 
 def _unit_change(x: np.ndarray, centred: bool, world: World) -> tuple[np.ndarray, float]:
@@ -87,8 +99,8 @@ def _whitening(x: Tensor, keep: int | None, world: World) -> tuple[Tensor, Tenso
 
 
 class InputTransform:
-    """Unit change, then `kind`, then centring; `transform(x_np)` gives the float32 tensor
-    the model works on.
+    """`kind` fitted on the training rows: `apply(x)` / `transform(x)` give float32
+    tensors on the fitted device (see the module docstring).
 
     `whiten` projects onto the top `whiten_dim` principal components and scales each to unit
     variance. Self-supervised features often spend most of their variance on a few nuisance
@@ -96,6 +108,8 @@ class InputTransform:
     """
 
     def __init__(self, kind: str, whiten_dim: int | None = None):
+        if kind not in KINDS:
+            raise InputError(f"input_transform must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.whiten_dim = whiten_dim
         self.in_dim: int | None = None
@@ -104,7 +118,7 @@ class InputTransform:
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
         self.proj: Tensor | None = None  # whiten: D x d projection
-        self.shift: Tensor | None = None  # centring used internally for float32 accuracy
+        self.shift: Tensor | None = None  # centring of the model space (float32 accuracy)
 
     def fit(self, x: np.ndarray, device: torch.device,
             world: World | None = None) -> InputTransform:
@@ -139,27 +153,41 @@ class InputTransform:
     def _apply(self, u: Tensor) -> Tensor:
         if self.kind == "normalize":
             return F.normalize(u, dim=1)
+        if self.kind == "scale":  # the mean squared row norm of u is D
+            return u / float(np.sqrt(u.shape[1]))
         if self.kind == "standardize":
             return (u - self.mean) / self.std
         if self.kind == "whiten":
             return (u - self.mean) @ self.proj
         return u
 
-    def __call__(self, x: np.ndarray) -> Tensor:
+    def apply(self, x: np.ndarray) -> Tensor:
+        """The transform itself (none: X as is, in float32)."""
+        if self.kind == "none":
+            return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.centre.device)
+        return self._apply(self._unit(x))
+
+    def transform(self, x: np.ndarray) -> Tensor:
+        """DeepDPM's model space: `apply` up to one affine map (the unit change for none),
+        centred."""
         return self._apply(self._unit(x)) - self.shift
 
     def to_input_units(self, mean: Tensor, cov: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Means and covariances from the model's space to the user's: X's units for
-        kind none, the transformed space (unit-free) for the others."""
+        """Means and covariances from the model space to `apply`'s: X's units for kind
+        none, the transformed space (unit-free) for the others."""
         mean = mean + self.shift.double()
         if self.kind == "none":
             mean, cov = mean * self.scale + self.centre, cov * self.scale ** 2
         return mean.cpu().numpy(), cov.cpu().numpy()
 
     def state(self) -> dict[str, Any]:
+        """The fitted transform as plain values and CPU tensors (for a weights_only file)."""
+        def cpu(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach().cpu()
+
         return {"kind": self.kind, "whiten_dim": self.whiten_dim, "in_dim": self.in_dim,
-                "centre": self.centre, "scale": self.scale, "mean": self.mean, "std": self.std,
-                "proj": self.proj, "shift": self.shift}
+                "centre": cpu(self.centre), "scale": self.scale, "mean": cpu(self.mean),
+                "std": cpu(self.std), "proj": cpu(self.proj), "shift": cpu(self.shift)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> InputTransform:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from clustering.config import DeepDPMConfig
+from clustering.config import INPUT_TRANSFORMS, DeepDPMConfig
 from clustering.distributed import World
 from data.errors import InputError
 
@@ -25,7 +25,6 @@ class NotFittedError(InputError, SklearnNotFittedError):
     """predict (or another method that needs a fit) before fit: one of our InputErrors,
     and scikit-learn's NotFittedError for code that catches that."""
 
-TRANSFORMS = ("none", "normalize", "standardize", "whiten")
 M_STEP_FROM = ("gmm", "net")
 PRIOR_SIGMA = ("data_cov", "data_var", "isotropic", "data_std")
 PRIOR_MU = ("data_mean", "zero")
@@ -146,8 +145,8 @@ def check_config(cfg: DeepDPMConfig, n: int, dim: int) -> None:
         dim, space = int(wd), f"{wd} whitened dimensions"  # what the clustering sees
     need(cfg.nu is None or cfg.nu > dim - 1,
          f"nu must be > D - 1 = {dim - 1} for {space}, got {cfg.nu}")
-    need(cfg.input_transform in TRANSFORMS,
-         f"input_transform must be one of {TRANSFORMS}, got {cfg.input_transform!r}")
+    need(cfg.input_transform in INPUT_TRANSFORMS,
+         f"input_transform must be one of {INPUT_TRANSFORMS}, got {cfg.input_transform!r}")
     need(cfg.prior_sigma_choice in PRIOR_SIGMA,
          f"prior_sigma_choice must be one of {PRIOR_SIGMA}, got {cfg.prior_sigma_choice!r}")
     need(cfg.m_step_from in M_STEP_FROM,

@@ -117,7 +117,7 @@ def test_whitening_undoes_a_dominant_nuisance_direction(mixture, tmp_path):
     white = DeepDPM(init_k=1, seed=0, input_transform="whiten", whiten_dim=8, **FAST).fit(data, y)
     assert white.n_clusters_ == 4 and white.metrics_["nmi"] > 0.9
     assert white.means_.shape == (4, 8)
-    projected = white.transform_(data)
+    projected = white.transform_.apply(data)
     np.testing.assert_allclose(np.cov(projected.numpy().T), np.eye(8), atol=1e-3)
     # fewer components: the model works in whiten_dim dimensions, predict takes raw rows
     small = DeepDPM(init_k=1, seed=0, input_transform="whiten", whiten_dim=3, **FAST).fit(data, y)

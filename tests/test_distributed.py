@@ -99,7 +99,7 @@ def _sharded_pieces(rank: int, size: int, init_file: str, out_file: str) -> None
         a, b = shard_bounds(len(x), rank, size)
         shard = x[a:b]
         transform = InputTransform("whiten").fit(shard, torch.device("cpu"), world)
-        u = transform(shard)
+        u = transform.transform(shard)
         mean, cov = moments(u, world=world)
         centres0 = torch.as_tensor(x[[0, 300, 600, 900]])
         centres, labels = kmeans_plus_plus(torch.as_tensor(shard), 4, torch.Generator(),
@@ -141,7 +141,7 @@ def test_sharded_statistics_equal_those_of_the_whole(tmp_path):
     got = torch.load(out)
     x, _ = make_mixture(1001, 5, 4, seed=7)
     transform = InputTransform("whiten").fit(x, torch.device("cpu"))
-    mean, cov = moments(transform(x))
+    mean, cov = moments(transform.transform(x))
     xt = torch.as_tensor(x)
     centres, labels = kmeans_plus_plus(xt, 4, torch.Generator(),
                                        init=xt[[0, 300, 600, 900]])
