@@ -138,6 +138,9 @@ def load_ae_state(path: Any, device: torch.device) -> tuple[AutoEncoder, InputTr
     """Rebuild (AE, scaler, raw state) from a file written with `ae_state`."""
     state = load_torch_dict(path, "autoencoder weights")
     if state.get("format") != FORMAT:
+        if str(state.get("format")).startswith("deepdpm-ae-v"):
+            raise InputError(f"{path}: saved by another version (format {state['format']}, "
+                             f"this one reads {FORMAT}); delete it and train again")
         raise InputError(f"{path}: not an autoencoder weights file (format != {FORMAT})")
     ae = AutoEncoder(state["in_dim"], state["hidden"], state["latent_dim"]).to(device)
     ae.load_state_dict(state["state_dict"])

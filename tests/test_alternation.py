@@ -305,3 +305,17 @@ def test_config_accepts_dataclasses_and_omegaconf():
     ae = AutoEncoder(30, [500, 500, 2000], 10)
     assert ae.encoder[0].in_features == 30 and ae.encoder[-1].out_features == 10
     assert ae.decoder[-1].out_features == 30
+
+
+def test_ae_weights_of_another_format_say_so(tmp_path):
+    from clustering.autoencoder import ae_state, load_ae_state
+    from data.files import save_torch
+
+    x = np.zeros((4, 3), dtype=np.float32) + np.arange(3, dtype=np.float32)
+    state = ae_state(AutoEncoder(3, [4], 2), InputTransform("none").fit(x, torch.device("cpu")))
+    save_torch(tmp_path / "old.pt", {**state, "format": "deepdpm-ae-v1"})
+    with pytest.raises(InputError, match="saved by another version .* delete it"):
+        load_ae_state(tmp_path / "old.pt", torch.device("cpu"))
+    save_torch(tmp_path / "other.pt", {**state, "format": "something-else"})
+    with pytest.raises(InputError, match="not an autoencoder weights file"):
+        load_ae_state(tmp_path / "other.pt", torch.device("cpu"))
