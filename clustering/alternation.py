@@ -94,9 +94,8 @@ class AEAlternation:
         self._files = RunFolder(self.out_dir)
         emit = on_epoch or (lambda record: None)
         fingerprint = data_fingerprint(x_np)
-        ae, scaler, reused = self._pretrained(x_np, fingerprint, emit)
+        ae, scaler, x, reused = self._pretrained(x_np, fingerprint, emit)
         self.autoencoder_, self.scaler_ = ae, scaler
-        x = scaler.apply(x_np)
         start, prev = self._resume_state(fingerprint, reused, ae)
         for t in range(start, cfg.n_alternations):
             prev = self._alternation(t, ae, x, y, prev, emit)
@@ -160,25 +159,27 @@ class AEAlternation:
         return ae.to(self.device_)
 
     def _pretrained(self, x_np: np.ndarray, fingerprint: dict[str, Any],
-                    emit: EpochCallback) -> tuple[AutoEncoder, InputTransform, bool]:
-        """Load out_dir/ae_pretrained.pt when usable, else pretrain and save it."""
+                    emit: EpochCallback) -> tuple[AutoEncoder, InputTransform, Tensor, bool]:
+        """Load out_dir/ae_pretrained.pt when usable, else pretrain and save it; also the
+        transformed input (computed once, used by every AE block)."""
         cfg, path = self.config, self._files.path("ae_pretrained.pt")
         if path is not None and path.is_file() and cfg.resume:
             ae, scaler, state = load_ae_state(path, self.device_)
             self._check_pretrained(path, ae, scaler, state, x_np.shape[1], fingerprint)
-            return ae, scaler, True
+            return ae, scaler, scaler.apply(x_np), True
         scaler = InputTransform(cfg.input_transform).fit(x_np, self.device_)
         ae = self._new_ae(x_np.shape[1])
         gen = torch.Generator().manual_seed(cfg.seed)
         settings = TrainSettings(cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size)
+        x = scaler.apply(x_np)
         log = train_autoencoder(
-            ae, scaler.apply(x_np), settings, gen,
+            ae, x, settings, gen,
             on_epoch=lambda rec: emit({"stage": "pretrain", "alternation": -1, **rec}))
         self._pretrain_loss = log[-1]["recon_loss"]
         if path is not None:
             save_torch(path, ae_state(ae, scaler, pretrain=pretrain_manifest(cfg, fingerprint),
                                       recon_loss=self._pretrain_loss))
-        return ae, scaler, False
+        return ae, scaler, x, False
 
     def _check_pretrained(self, path: Path, ae: AutoEncoder, scaler: InputTransform,
                           state: dict[str, Any], dim: int, fingerprint: dict[str, Any]) -> None:

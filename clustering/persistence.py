@@ -41,7 +41,7 @@ def model_state(model: DeepDPM) -> dict[str, Any]:
         "dim": model._dim,
         "k": fit.k,
         "epoch": model.epoch_,
-        "transform": {key: mv(v) for key, v in model.transform_.state().items()},
+        "transform": model.transform_.state(),  # CPU tensors already
         "prior": {"m0": mv(model.prior_.m0), "psi": mv(model.prior_.psi),
                   "nu": model.prior_.nu, "kappa": model.prior_.kappa},
         "params": {name: mv(t) for name, t in fit.mix.arrays().items()},
